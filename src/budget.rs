@@ -8,7 +8,7 @@
 //! | share | what | default |
 //! |---|---|---|
 //! | 1/4 | outbound queues, all connections together | 256 MiB, 268 KB a connection |
-//! | per connection | kernel socket buffers we ask for (cgroup v2 charges them) | 2 × (64 KiB + 16 KiB) |
+//! | per connection | kernel socket buffers we ask for (cgroup v2 charges them) | 2 × (32 KiB + 8 KiB), 80 MiB in all |
 //! | rest | runtime, registry, per-connection state, allocator slack | ≥ 600 MiB |
 //!
 //! The queue share is divided evenly between connections, so the per-connection cap enforces
@@ -27,9 +27,9 @@ pub const DEFAULT_MEMORY_LIMIT: ByteSize = ByteSize(1 << 30);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Send buffer the hub asks the kernel for on each client socket (the kernel doubles it).
-pub const SOCKET_SEND_BUFFER: ByteSize = ByteSize(64 << 10);
+pub const SOCKET_SEND_BUFFER: ByteSize = ByteSize(32 << 10);
 /// Receive buffer the hub asks for on each client socket: client frames are at most 4 KiB.
-pub const SOCKET_RECV_BUFFER: ByteSize = ByteSize(16 << 10);
+pub const SOCKET_RECV_BUFFER: ByteSize = ByteSize(8 << 10);
 
 /// Smallest per-connection queue cap, however many connections share the budget: a few
 /// large events must always fit.
@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(budget.queue_cap_per_connection(), ByteSize(268_435));
         assert_eq!(budget.queued_bytes_cap(), ByteSize(268_435_000));
         assert!(budget.queued_bytes_cap().0 <= budget.memory_limit.0 / 4);
-        assert_eq!(budget.socket_buffers_reserve(), ByteSize(163_840_000));
+        assert_eq!(budget.socket_buffers_reserve(), ByteSize(81_920_000));
         assert_eq!(budget.heartbeat_timeout(), Duration::from_secs(30));
         budget.validate().expect("the default budget is coherent");
     }

@@ -2,8 +2,34 @@
 //!
 //! Layout (one module per responsibility):
 //!
+//! - [`config`]: the settings of `serve` (flags and environment) turned into typed values.
 //! - [`budget`]: the pod budget (connections, memory, heartbeat) and every limit derived from it.
+//! - [`serve`]: wires everything together and owns the shutdown drain sequence.
+//! - [`server`]: the public listener: accept loop and WebSocket upgrade admission.
+//! - [`admin`]: the internal listener: `/healthz`, `/readyz`, `/metrics`, `POST /publish`.
+//! - [`session`]: one connection after the upgrade: reader task, batched writer, heartbeats.
+//! - [`hub`]: the channel registry, connection admission and the fan-out of events.
+//! - [`outbound`]: a connection's byte-bounded outbound queue and the slow-consumer rule.
+//! - [`protocol`]: the JSON messages of the wire protocol and channel-name validation.
+//! - [`wire`]: WebSocket framing of what the hub sends (each event framed once, shared).
+//! - [`source`]: where events come from: the embedded broker or Redis (with its canary).
+//! - [`metrics`]: every Prometheus metric, in one place.
+//! - [`shutdown`]: the cancellation token and task tracker every task runs under.
+//! - [`publish`]: `mt-stream publish`, the operator's way to send one event.
 //! - [`deploy`]: `mt-stream deploy`, the HPA and PDB generated from the budget and applied with kube.
 
+pub mod admin;
 pub mod budget;
+pub mod config;
 pub mod deploy;
+pub mod hub;
+pub mod metrics;
+pub mod outbound;
+pub mod protocol;
+pub mod publish;
+pub mod serve;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod source;
+pub mod wire;

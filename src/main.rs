@@ -1,8 +1,12 @@
-//! The `mt-stream` binary: parses the command line, starts logging, and calls the library.
+//! The `mt-stream` binary: parses the command line, starts logging, binds the listeners and
+//! calls the library. Everything else lives in the library, where tests reach it.
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use mt_stream::config::{Config, LogFormat, ServeArgs, SourceConfig};
+use mt_stream::shutdown::{self, Shutdown};
 
 #[derive(Debug, Parser)]
 #[command(name = "mt-stream", version, about = "The Monkeytown event-stream pod")]
@@ -13,6 +17,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the hub: WebSocket fan-out fed by Redis, or by the embedded broker.
+    Serve(ServeArgs),
+    /// Publish one event the way Monkeytown services do.
+    Publish(mt_stream::publish::PublishArgs),
     /// Generate this pod's HPA and PDB from its budget and server-side-apply them.
     Deploy(mt_stream::deploy::DeployArgs),
 }
@@ -25,6 +33,15 @@ fn main() -> ExitCode {
         .expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Publish(args) => {
+                let receivers = mt_stream::publish::run(args).await?;
+                match receivers {
+                    Some(n) => println!("published to redis ({n} subscribers)"),
+                    None => println!("published"),
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Deploy(args) => mt_stream::deploy::run(args).await,
         }
     });
@@ -35,4 +52,47 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::from_args(&args, mt_stream::budget::cgroup_memory_limit())?;
+    init_logging(config.log_format);
+
+    let public = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on MT_LISTEN {}", config.listen))?;
+    let admin = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on MT_ADMIN_LISTEN {}", config.admin_listen))?;
+    let budget = config.budget;
+    tracing::info!(
+        public = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        source = match &config.source { SourceConfig::Embedded => "embedded", SourceConfig::Redis { .. } => "redis" },
+        max_connections = budget.max_connections.get(),
+        memory_limit = %budget.memory_limit,
+        queue_cap_per_connection = %budget.queue_cap_per_connection(),
+        heartbeat_ms = budget.heartbeat_interval.as_millis() as u64,
+        "mt-stream serving"
+    );
+
+    let shutdown = Shutdown::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        on_signal.trigger();
+    });
+    let report = mt_stream::serve::run(config, public, admin, shutdown).await?;
+    tracing::info!(closed = report.closed, unfinished_tasks = report.unfinished_tasks, "drain finished");
+    Ok(ExitCode::SUCCESS)
 }

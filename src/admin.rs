@@ -1,0 +1,128 @@
+//! The internal (admin) listener's routes: liveness, readiness, metrics and HTTP publish.
+//!
+//! Liveness and readiness are different ideas: `/healthz` says the process and its runtime
+//! answer (restart me if not); `/readyz` says this pod should get new clients now (the source
+//! delivers, it is not draining, it has room).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::protocol::ChannelName;
+use crate::server::{text, App, Body};
+
+/// Largest event body `POST /publish` accepts.
+pub const MAX_PUBLISH_BYTES: usize = 64 << 10;
+
+/// The admin router.
+pub async fn handle(request: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => readiness(&app),
+        (&Method::GET, "/metrics") => metrics(&app),
+        (&Method::POST, p) if p.starts_with("/publish/") => publish(request, &app, &p["/publish/".len()..]).await,
+        (_, "/healthz" | "/readyz" | "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Why this pod should not get new clients, if it should not.
+pub fn not_ready_reason(app: &App) -> Option<String> {
+    if app.hub.is_draining() {
+        return Some("draining".into());
+    }
+    if let Err(reason) = app.source.readiness() {
+        return Some(reason.to_string());
+    }
+    let max = app.hub.budget().max_connections.get();
+    if app.hub.connection_count() >= max {
+        return Some(format!("at connection capacity ({max})"));
+    }
+    None
+}
+
+fn readiness(app: &App) -> Response<Body> {
+    match not_ready_reason(app) {
+        None => text(StatusCode::OK, "ready\n"),
+        Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason + "\n"),
+    }
+}
+
+fn metrics(app: &App) -> Response<Body> {
+    // Gauges that are states rather than events are refreshed at scrape time.
+    let _ = app.source.readiness();
+    if let Some(age) = app.source.last_event_age() {
+        app.hub.metrics.source_last_event_age_seconds.set(age.as_secs_f64());
+    }
+    let mut body = String::with_capacity(8 << 10);
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut body, &app.registry) {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {error}\n"));
+    }
+    let mut response = text(StatusCode::OK, body);
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// Compares without an early exit, so the token cannot be guessed byte by byte from timings.
+fn token_matches(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    let mut difference = (a.len() != b.len()) as u8;
+    for i in 0..a.len() {
+        difference |= a[i] ^ b.get(i).copied().unwrap_or(0);
+    }
+    difference == 0
+}
+
+async fn publish(request: Request<Incoming>, app: &App, channel: &str) -> Response<Body> {
+    let Some(expected) = &app.config.publish_token else {
+        return text(StatusCode::FORBIDDEN, "publishing over HTTP is disabled: set MT_PUBLISH_TOKEN\n");
+    };
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !token_matches(expected, given) {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+    }
+    let channel = match ChannelName::new(channel) {
+        Ok(channel) => channel,
+        Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+    };
+    let body: Bytes = match Limited::new(request.into_body(), MAX_PUBLISH_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("event body over {MAX_PUBLISH_BYTES} bytes, or the upload failed\n"),
+            )
+        }
+    };
+    match app.source.publish(&channel, body).await {
+        Ok(()) => text(StatusCode::ACCEPTED, "published\n"),
+        Err(error) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only the exact token matches.
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches("0123456789abcdef", "0123456789abcdef"));
+        assert!(!token_matches("0123456789abcdef", "0123456789abcdeF"));
+        assert!(!token_matches("0123456789abcdef", "0123456789abcde"));
+        assert!(!token_matches("0123456789abcdef", ""));
+    }
+}

@@ -1,0 +1,206 @@
+//! Every Prometheus metric of the hub, in one place, with bounded label sets (never a client id
+//! or a channel name). Names follow DESIGN.md, prefix `mt_stream_`.
+
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Why an upgrade was refused.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The connection cap is reached.
+    Capacity,
+    /// The `Origin` is not allowed.
+    Origin,
+    /// The hub is draining.
+    Draining,
+    /// Not a valid WebSocket upgrade, or bad query.
+    BadRequest,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Capacity => "capacity",
+            Self::Origin => "origin",
+            Self::Draining => "draining",
+            Self::BadRequest => "bad_request",
+        }
+    }
+}
+
+impl EncodeLabelValue for RejectReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: RejectReason,
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed or went away.
+    Peer,
+    /// Shutdown drain (1001).
+    Drain,
+    /// Slow consumer (4008).
+    SlowConsumer,
+    /// Heartbeat timeout (4000).
+    HeartbeatTimeout,
+    /// A protocol violation, oversized or invalid frame, or repeated bad requests.
+    ProtocolError,
+    /// A socket error.
+    IoError,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Peer => "peer",
+            Self::Drain => "drain",
+            Self::SlowConsumer => "slow_consumer",
+            Self::HeartbeatTimeout => "heartbeat_timeout",
+            Self::ProtocolError => "protocol_error",
+            Self::IoError => "io_error",
+        }
+    }
+}
+
+impl EncodeLabelValue for CloseReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub reason: CloseReason,
+}
+
+/// The hub's metrics; cloned handles share the same values.
+#[derive(Clone)]
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_rejected: Family<RejectLabels, Counter>,
+    pub connections_closed: Family<CloseLabels, Counter>,
+    pub messages_received: Counter,
+    pub messages_published: Counter,
+    pub deliveries: Counter,
+    pub flushes: Counter,
+    pub slow_consumer_disconnects: Counter,
+    pub heartbeat_timeouts: Counter,
+    pub client_errors: Counter,
+    pub queued_bytes: Gauge,
+    pub channels: Gauge,
+    pub redis_connected: Gauge,
+    pub source_reconnects: Counter,
+    pub source_lagged_messages: Counter,
+    pub source_last_event_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub delivery_lag_seconds: Histogram,
+    pub queue_depth_bytes: Histogram,
+    pub batch_frames: Histogram,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under the `mt_stream` prefix.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            connections: Gauge::default(),
+            connections_rejected: Family::default(),
+            connections_closed: Family::default(),
+            messages_received: Counter::default(),
+            messages_published: Counter::default(),
+            deliveries: Counter::default(),
+            flushes: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            heartbeat_timeouts: Counter::default(),
+            client_errors: Counter::default(),
+            queued_bytes: Gauge::default(),
+            channels: Gauge::default(),
+            redis_connected: Gauge::default(),
+            source_reconnects: Counter::default(),
+            source_lagged_messages: Counter::default(),
+            source_last_event_age_seconds: Gauge::default(),
+            // 50 µs .. ~1.6 s
+            delivery_lag_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 16),
+            ),
+            // 64 B .. 4 MiB
+            queue_depth_bytes: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(64.0, 4.0, 9),
+            ),
+            // 1 .. 4096 frames
+            batch_frames: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 13),
+            ),
+        };
+        let r = registry.sub_registry_with_prefix("mt_stream");
+        r.register("connections", "Open WebSocket connections", metrics.connections.clone());
+        r.register(
+            "connections_rejected",
+            "Upgrades refused, by reason",
+            metrics.connections_rejected.clone(),
+        );
+        r.register("connections_closed", "Connections ended, by reason", metrics.connections_closed.clone());
+        r.register("messages_received", "Events received from the source", metrics.messages_received.clone());
+        r.register("messages_published", "Events published through this hub", metrics.messages_published.clone());
+        r.register("deliveries", "Event frames written to client sockets", metrics.deliveries.clone());
+        r.register("flushes", "Socket writes of batched frames", metrics.flushes.clone());
+        r.register(
+            "slow_consumer_disconnects",
+            "Clients closed with 4008 because their queue exceeded the budget",
+            metrics.slow_consumer_disconnects.clone(),
+        );
+        r.register(
+            "heartbeat_timeouts",
+            "Clients closed with 4000 because they answered no ping",
+            metrics.heartbeat_timeouts.clone(),
+        );
+        r.register("client_errors", "Bad client frames answered with an error message", metrics.client_errors.clone());
+        r.register("queued_bytes", "Bytes waiting in all outbound queues", metrics.queued_bytes.clone());
+        r.register("channels", "Channels with at least one local subscriber", metrics.channels.clone());
+        r.register("redis_connected", "1 while the Redis subscription works, else 0", metrics.redis_connected.clone());
+        r.register("source_reconnects", "Reconnections of the event source", metrics.source_reconnects.clone());
+        r.register(
+            "source_lagged_messages",
+            "Events the source dropped because the hub fell behind it",
+            metrics.source_lagged_messages.clone(),
+        );
+        r.register(
+            "source_last_event_age_seconds",
+            "Seconds since the last event (canary included) came from the source",
+            metrics.source_last_event_age_seconds.clone(),
+        );
+        r.register(
+            "delivery_lag_seconds",
+            "Source receive to socket write, oldest frame of each flush",
+            metrics.delivery_lag_seconds.clone(),
+        );
+        r.register(
+            "queue_depth_bytes",
+            "Bytes a connection's queue held when its writer drained it",
+            metrics.queue_depth_bytes.clone(),
+        );
+        r.register("batch_frames", "Frames written per socket flush", metrics.batch_frames.clone());
+        metrics
+    }
+
+    /// Counts a closed connection.
+    pub fn closed(&self, reason: CloseReason) {
+        self.connections_closed.get_or_create(&CloseLabels { reason }).inc();
+    }
+
+    /// Counts a refused upgrade.
+    pub fn rejected(&self, reason: RejectReason) {
+        self.connections_rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+}

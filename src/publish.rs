@@ -1,0 +1,103 @@
+//! `mt-stream publish CHANNEL DATA`: publishes one event the way Monkeytown services do:
+//! `PUBLISH <prefix><channel> <data>` on Redis when `REDIS_URL` is set, otherwise through a
+//! running hub's `POST /publish/{channel}` on its admin port (embedded broker).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::*;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::protocol::{ChannelName, ChannelPrefix};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Flags of `mt-stream publish`.
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Channel to publish on.
+    pub channel: String,
+    /// The event payload (JSON is delivered inline, anything else as a string).
+    pub data: String,
+    /// Redis to publish to; unset = the hub's admin endpoint.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Redis channel prefix.
+    #[arg(long, env = "MT_CHANNEL_PREFIX", default_value = "mt:")]
+    pub channel_prefix: String,
+    /// A hub's admin address, used when no Redis is configured.
+    #[arg(long, env = "MT_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_addr: String,
+    /// Bearer token for the admin publish endpoint.
+    #[arg(long, env = "MT_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishCliError {
+    #[error("invalid channel: {0}")]
+    Channel(#[from] crate::protocol::ChannelNameError),
+    #[error("invalid MT_CHANNEL_PREFIX: {0}")]
+    Prefix(crate::protocol::ChannelNameError),
+    #[error("redis publish failed: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("cannot reach the hub's admin endpoint at {addr}: {source}")]
+    Connect { addr: String, source: std::io::Error },
+    #[error("http publish failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("the hub refused the publish: {status} {body}")]
+    Refused { status: StatusCode, body: String },
+    #[error("publish timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Publishes one event; returns how many Redis subscribers got it (None over HTTP).
+pub async fn run(args: PublishArgs) -> Result<Option<i64>, PublishCliError> {
+    let channel = ChannelName::new(&args.channel)?;
+    let work = async {
+        match args.redis_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            Some(url) => {
+                let prefix = ChannelPrefix::new(&args.channel_prefix).map_err(PublishCliError::Prefix)?;
+                let client = Builder::from_config(Config::from_url(url)?).build()?;
+                client.init().await?;
+                let receivers: i64 = client.publish(prefix.redis_channel(&channel), args.data.as_str()).await?;
+                let _ = client.quit().await;
+                Ok(Some(receivers))
+            }
+            None => {
+                publish_http(&args.admin_addr, args.publish_token.as_deref(), &channel, args.data.clone()).await?;
+                Ok(None)
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, work).await.map_err(|_| PublishCliError::Timeout(TIMEOUT))?
+}
+
+async fn publish_http(addr: &str, token: Option<&str>, channel: &ChannelName, data: String) -> Result<(), PublishCliError> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|source| PublishCliError::Connect { addr: addr.to_owned(), source })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut request = Request::post(format!("/publish/{channel}"))
+        .header(HOST, addr)
+        .body(Full::new(Bytes::from(data)))
+        .expect("a request with a valid channel path builds");
+    if let Some(token) = token {
+        if let Ok(value) = format!("Bearer {token}").parse() {
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+    }
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(PublishCliError::Refused { status, body: String::from_utf8_lossy(&body).trim().to_owned() })
+    }
+}

@@ -1,0 +1,191 @@
+//! The public listener: the HTTP accept loop and the WebSocket upgrade handler.
+//!
+//! Admission happens here, the last point where HTTP metadata is visible: drain state, the
+//! `Origin` allow-list, the `channels` query, and the connection cap, all answered with a
+//! plain HTTP status before any WebSocket exists. An admitted upgrade becomes a tracked
+//! [`session`](crate::session) on the raw TCP stream.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::budget;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::RejectReason;
+use crate::protocol;
+use crate::session;
+use crate::shutdown::Shutdown;
+use crate::source::Source;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// `Retry-After` seconds for refused upgrades (the chart's other pods usually have room).
+const RETRY_AFTER_SECONDS: &str = "5";
+
+/// Everything the handlers share.
+pub struct App {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub source: Source,
+    pub registry: prometheus_client::registry::Registry,
+    pub shutdown: Shutdown,
+}
+
+pub type Body = Full<Bytes>;
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// Accepts connections until the task is aborted; each is served by `handler` over HTTP/1.1
+/// with upgrades enabled. `tune` is applied to each accepted socket.
+pub async fn accept_loop<H, F>(listener: TcpListener, app: Arc<App>, tune: fn(&TcpStream), handler: H)
+where
+    H: Fn(Request<Incoming>, Arc<App>) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tune(&stream);
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(handler(request, app).await) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Socket options for client connections: no Nagle delay, and the kernel buffers the budget
+/// reserves (cgroup v2 charges them to the pod).
+pub fn tune_client_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_send_buffer_size(budget::SOCKET_SEND_BUFFER.bytes() as usize);
+    let _ = socket.set_recv_buffer_size(budget::SOCKET_RECV_BUFFER.bytes() as usize);
+}
+
+/// Socket options for the admin port.
+pub fn tune_admin_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
+/// The public router: `GET /ws` only.
+pub async fn handle_public(request: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/ws") => upgrade(request, &app),
+        _ => text(StatusCode::NOT_FOUND, "not found; WebSocket clients connect to /ws\n"),
+    }
+}
+
+fn refuse(app: &App, reason: RejectReason, status: StatusCode, message: String) -> Response<Body> {
+    app.hub.metrics.rejected(reason);
+    let mut response = text(status, message + "\n");
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    }
+    response
+}
+
+fn origin_allowed(allowed: &[String], origin: Option<&HeaderValue>) -> bool {
+    let Some(origin) = origin.and_then(|o| o.to_str().ok()) else { return false };
+    let origin = origin.trim_end_matches('/');
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+}
+
+fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
+    if app.hub.is_draining() {
+        return refuse(app, RejectReason::Draining, StatusCode::SERVICE_UNAVAILABLE, "server is draining".into());
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        return refuse(app, RejectReason::BadRequest, StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade".into());
+    }
+    if let Some(allowed) = &app.config.allowed_origins {
+        if !origin_allowed(allowed, request.headers().get(ORIGIN)) {
+            return refuse(app, RejectReason::Origin, StatusCode::FORBIDDEN, "origin not allowed".into());
+        }
+    }
+    let channels = match protocol::channels_from_query(request.uri().query()) {
+        Ok(channels) => channels,
+        Err(error) => return refuse(app, RejectReason::BadRequest, StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let Some(admission) = app.hub.try_admit() else {
+        return refuse(
+            app,
+            RejectReason::Capacity,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("connection limit of {} reached", app.hub.budget().max_connections),
+        );
+    };
+    let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok(pair) => pair,
+        Err(error) => return refuse(app, RejectReason::BadRequest, StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let hub = Arc::clone(&app.hub);
+    app.shutdown.spawn(async move {
+        let _admission = admission;
+        let websocket = match upgraded.await {
+            Ok(websocket) => websocket,
+            Err(error) => {
+                tracing::debug!(%error, "upgrade did not complete");
+                return;
+            }
+        };
+        // fastwebsockets did the handshake; we take the raw TCP stream back so the writer can
+        // put pre-framed shared bytes on it with vectored writes.
+        let upgraded = websocket.into_inner().into_inner();
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => session::run(hub, parts.io.into_inner(), parts.read_buf, channels).await,
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        }
+    });
+    let (parts, _empty) = response.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Origins match exactly (case-insensitive, trailing slash ignored); a missing one fails.
+    #[test]
+    fn origin_matching() {
+        let allowed = vec!["https://monkeytown.dev".to_owned()];
+        assert!(origin_allowed(&allowed, Some(&HeaderValue::from_static("https://monkeytown.dev"))));
+        assert!(origin_allowed(&allowed, Some(&HeaderValue::from_static("https://MonkeyTown.dev/"))));
+        assert!(!origin_allowed(&allowed, Some(&HeaderValue::from_static("https://evil.dev"))));
+        assert!(!origin_allowed(&allowed, Some(&HeaderValue::from_static("https://monkeytown.dev.evil"))));
+        assert!(!origin_allowed(&allowed, None));
+    }
+}

@@ -1,0 +1,417 @@
+//! One WebSocket connection after the upgrade: a reader task and a writer, and the one rule for
+//! when the connection ends.
+//!
+//! - The **reader** (its own task, because fastwebsockets' `read_frame` is not cancel-safe)
+//!   parses client frames, applies subscribe/unsubscribe, answers pings, and on a bad frame
+//!   either answers with an `error` message or, for protocol-level faults, marks the
+//!   connection for closing.
+//! - The **writer** (the session task itself) drains the outbound queue in batches and writes
+//!   each batch with vectored writes, sends jittered pings, and enforces the heartbeat timeout.
+//!
+//! **The rule:** the connection ends when its outbound queue is marked closed (by the reader,
+//! a slow-consumer push, the heartbeat, or the drain). The writer then finishes the frame it
+//! was in the middle of, writes the close frame (bounded by [`CLOSE_WRITE_TIMEOUT`]), shuts the
+//! socket, gives the reader [`CLOSE_READ_GRACE`] to see the peer's answer, and cleans up.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{OpCode, WebSocketError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::hub::{Hub, Session};
+use crate::metrics::CloseReason;
+use crate::outbound::{Close, Event};
+use crate::protocol::{self, ChannelName, ClientMessage, RequestError, MAX_CLIENT_MESSAGE};
+use crate::wire::{self, CloseCode};
+
+/// Longest the writer tries to get the final frames out to a peer that does not read.
+pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the reader may wait for the peer's close answer after ours went out.
+pub const CLOSE_READ_GRACE: Duration = Duration::from_secs(2);
+/// Bad requests a connection may make before it is closed with 1008.
+pub const MAX_BAD_REQUESTS: u32 = 32;
+/// Frames per vectored write call (well under IOV_MAX).
+const SLICES_PER_WRITE: usize = 64;
+
+/// Runs a connection to its end. `leftover` holds bytes hyper read past the upgrade request.
+pub async fn run(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, channels: Vec<ChannelName>) {
+    let session = hub.open_session();
+    session.touch();
+    if !channels.is_empty() {
+        subscribe(&hub, &session, &channels);
+    }
+    let (read_half, write_half) = stream.into_split();
+    let reader_input = std::io::Cursor::new(leftover).chain(read_half);
+    let reader = tokio::spawn(read_loop(Arc::clone(&hub), Arc::clone(&session), reader_input));
+
+    let cause = write_loop(&hub, &session, write_half, reader).await;
+    hub.close_session(&session);
+    hub.metrics.closed(cause);
+    tracing::debug!(session = session.id.0, cause = cause.as_str(), "connection closed");
+}
+
+fn subscribe(hub: &Hub, session: &Arc<Session>, channels: &[ChannelName]) {
+    match hub.subscribe(session, channels) {
+        Ok(()) => {
+            session.outbound.push(&Event::control(protocol::encode_subscribed(channels)));
+        }
+        Err(error) => reject(hub, session, &error),
+    }
+}
+
+fn reject(hub: &Hub, session: &Session, error: &RequestError) {
+    hub.metrics.client_errors.inc();
+    session.outbound.push(&Event::control(protocol::encode_error(error)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader
+
+async fn read_loop<R: AsyncRead + Unpin>(hub: Arc<Hub>, session: Arc<Session>, input: R) {
+    let (mut ws, _unused_write) =
+        fastwebsockets::after_handshake_split(input, tokio::io::sink(), fastwebsockets::Role::Server);
+    // The writer owns all sending; we answer pings and closes through the queue ourselves.
+    ws.set_auto_pong(false);
+    ws.set_auto_close(false);
+    // fastwebsockets refuses payloads >= this size; 4 KiB itself is allowed.
+    ws.set_max_message_size(MAX_CLIENT_MESSAGE + 1);
+    let mut never_sends = |_frame| async { Ok::<(), std::io::Error>(()) };
+
+    let mut fragments: Option<Vec<u8>> = None;
+    let mut bad_requests = 0u32;
+    loop {
+        let frame = match ws.read_frame(&mut never_sends).await {
+            Ok(frame) => frame,
+            Err(error) => {
+                session.outbound.close(close_for_read_error(&error));
+                return;
+            }
+        };
+        session.touch();
+        let text: Vec<u8> = match frame.opcode {
+            OpCode::Text if frame.fin => frame.payload.to_vec(),
+            OpCode::Text => {
+                fragments = Some(frame.payload.to_vec());
+                continue;
+            }
+            OpCode::Continuation => {
+                let Some(buffer) = fragments.as_mut() else {
+                    session.outbound.close(protocol_error("continuation without a first frame"));
+                    return;
+                };
+                if buffer.len() + frame.payload.len() > MAX_CLIENT_MESSAGE {
+                    session.outbound.close(Close::new(CloseCode::TooBig, "message over 4 KiB", CloseReason::ProtocolError));
+                    return;
+                }
+                buffer.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    continue;
+                }
+                fragments.take().expect("fragments were just extended")
+            }
+            OpCode::Binary => {
+                bad_requests += 1;
+                reject(&hub, &session, &RequestError::Binary);
+                if bad_requests > MAX_BAD_REQUESTS {
+                    session.outbound.close(too_many_bad_requests());
+                    return;
+                }
+                continue;
+            }
+            OpCode::Ping => {
+                session.outbound.push(&Event::control(wire::frame(wire::OPCODE_PONG, &frame.payload)));
+                continue;
+            }
+            OpCode::Pong => continue,
+            OpCode::Close => {
+                session.outbound.close(peer_close(&frame.payload));
+                return;
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&text) else {
+            session.outbound.close(Close::new(CloseCode::InvalidPayload, "invalid UTF-8", CloseReason::ProtocolError));
+            return;
+        };
+        let outcome = match ClientMessage::parse(text) {
+            Ok(ClientMessage::Subscribe(channels)) => hub.subscribe(&session, &channels).map(|()| {
+                session.outbound.push(&Event::control(protocol::encode_subscribed(&channels)));
+            }),
+            Ok(ClientMessage::Unsubscribe(channels)) => {
+                hub.unsubscribe(&session, &channels);
+                session.outbound.push(&Event::control(protocol::encode_unsubscribed(&channels)));
+                Ok(())
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            bad_requests += 1;
+            reject(&hub, &session, &error);
+            if bad_requests > MAX_BAD_REQUESTS {
+                session.outbound.close(too_many_bad_requests());
+                return;
+            }
+        }
+    }
+}
+
+fn protocol_error(reason: &'static str) -> Close {
+    Close::new(CloseCode::ProtocolError, reason, CloseReason::ProtocolError)
+}
+
+fn too_many_bad_requests() -> Close {
+    Close::new(CloseCode::Policy, "too many bad requests", CloseReason::ProtocolError)
+}
+
+/// Our answer to the peer's close frame: echo its code (1000 when it gave none).
+fn peer_close(payload: &[u8]) -> Close {
+    let code = match payload {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => CloseCode::Normal.as_u16(),
+    };
+    let code = match code {
+        1000..=1003 | 1007..=1014 | 3000..=4999 => code,
+        _ => CloseCode::ProtocolError.as_u16(),
+    };
+    Close { code, reason: "", cause: CloseReason::Peer }
+}
+
+fn close_for_read_error(error: &WebSocketError) -> Close {
+    match error {
+        WebSocketError::FrameTooLarge => {
+            Close::new(CloseCode::TooBig, "message over 4 KiB", CloseReason::ProtocolError)
+        }
+        WebSocketError::InvalidUTF8 => {
+            Close::new(CloseCode::InvalidPayload, "invalid UTF-8", CloseReason::ProtocolError)
+        }
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => {
+            Close::new(CloseCode::Normal, "", CloseReason::Peer)
+        }
+        _ => protocol_error("protocol error"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer
+
+/// Where a batch write stopped.
+enum WriteOutcome {
+    Done,
+    /// Closing was requested mid-batch; `partial` is the rest of a frame already begun.
+    Interrupted { partial: Option<Bytes> },
+    Failed,
+}
+
+/// The heartbeat state of one connection.
+struct Heartbeat {
+    interval: Duration,
+    next_ping: Instant,
+    /// When the last unanswered ping went out.
+    ping_sent: Option<Instant>,
+    /// Per-connection pseudo-random state for the jitter.
+    jitter_state: u64,
+}
+
+impl Heartbeat {
+    fn new(interval: Duration, seed: u64) -> Self {
+        let mut heartbeat = Self { interval, next_ping: Instant::now(), ping_sent: None, jitter_state: seed };
+        // The first ping lands anywhere in [0.5, 1.5) intervals, so connections opened
+        // together (a reconnect storm) never ping together.
+        heartbeat.next_ping = Instant::now() + interval.mul_f64(0.5 + heartbeat.random_fraction());
+        heartbeat
+    }
+
+    /// A number in [0, 1) (splitmix64).
+    fn random_fraction(&mut self) -> f64 {
+        self.jitter_state = self.jitter_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.jitter_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Called when `next_ping` is reached: closes a silent peer, else queues a ping.
+    fn tick(&mut self, session: &Session) {
+        let now = Instant::now();
+        if let Some(sent) = self.ping_sent {
+            if Instant::from_std(session.last_seen()) < sent {
+                session.outbound.close(Close::HEARTBEAT_TIMEOUT);
+                return;
+            }
+        }
+        session.outbound.push(&Event::control(wire::frame(wire::OPCODE_PING, b"")));
+        self.ping_sent = Some(now);
+        // ±10% per interval keeps phases from drifting back together.
+        self.next_ping = now + self.interval.mul_f64(0.9 + 0.2 * self.random_fraction());
+    }
+}
+
+async fn write_loop(
+    hub: &Hub,
+    session: &Arc<Session>,
+    mut stream: OwnedWriteHalf,
+    mut reader: tokio::task::JoinHandle<()>,
+) -> CloseReason {
+    let mut heartbeat = Heartbeat::new(hub.budget().heartbeat_interval, session.id.0);
+    let mut batch: Vec<Arc<Event>> = Vec::new();
+    let close = loop {
+        let drained = session.outbound.drain_into(&mut batch);
+        if !batch.is_empty() {
+            record_batch(hub, &batch, drained.bytes);
+            let outcome = write_batch(&mut stream, &batch, session, &mut heartbeat).await;
+            batch.clear();
+            if batch.capacity() > 256 {
+                batch = Vec::new();
+            }
+            match outcome {
+                WriteOutcome::Done => {}
+                WriteOutcome::Failed => {
+                    reader.abort();
+                    return CloseReason::IoError;
+                }
+                WriteOutcome::Interrupted { partial } => {
+                    let close = session.outbound.close_reason().expect("interrupted only by a close");
+                    finish(&mut stream, partial, close, &mut reader).await;
+                    break close;
+                }
+            }
+            continue;
+        }
+        if let Some(close) = drained.close {
+            finish(&mut stream, None, close, &mut reader).await;
+            break close;
+        }
+        tokio::select! {
+            // Both arms are cancel-safe: a wake-up that loses the race stays stored in the
+            // Notify, and the deadline is recomputed each turn.
+            biased;
+            () = session.outbound.wait_for_frames() => {}
+            () = tokio::time::sleep_until(heartbeat.next_ping) => heartbeat.tick(session),
+        }
+    };
+    if close.cause == CloseReason::HeartbeatTimeout {
+        hub.metrics.heartbeat_timeouts.inc();
+    }
+    close.cause
+}
+
+fn record_batch(hub: &Hub, batch: &[Arc<Event>], bytes: usize) {
+    let deliveries = batch.iter().filter(|e| e.is_delivery).count();
+    if deliveries > 0 {
+        hub.metrics.deliveries.inc_by(deliveries as u64);
+        if let Some(oldest) = batch.iter().find(|e| e.is_delivery) {
+            hub.metrics.delivery_lag_seconds.observe(oldest.received_at.elapsed().as_secs_f64());
+        }
+    }
+    hub.metrics.flushes.inc();
+    hub.metrics.batch_frames.observe(batch.len() as f64);
+    hub.metrics.queue_depth_bytes.observe(bytes as f64);
+}
+
+/// Writes every frame of `batch`, many per syscall; stops early if the connection is closed.
+async fn write_batch(
+    stream: &mut OwnedWriteHalf,
+    batch: &[Arc<Event>],
+    session: &Session,
+    heartbeat: &mut Heartbeat,
+) -> WriteOutcome {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < batch.len() {
+        let mut slices = [IoSlice::new(&[]); SLICES_PER_WRITE];
+        let mut count = 0;
+        for (i, event) in batch[index..].iter().take(SLICES_PER_WRITE).enumerate() {
+            let start = if i == 0 { offset } else { 0 };
+            slices[count] = IoSlice::new(&event.frame[start..]);
+            count += 1;
+        }
+        let written = tokio::select! {
+            // The write is first so that a ready socket always makes progress; a vectored
+            // write is cancel-safe (it either wrote and returned, or wrote nothing).
+            biased;
+            result = stream.write_vectored(&slices[..count]) => match result {
+                Ok(0) | Err(_) => return WriteOutcome::Failed,
+                Ok(n) => n,
+            },
+            () = session.outbound.wait_for_close() => {
+                let partial = (offset > 0).then(|| batch[index].frame.slice(offset..));
+                return WriteOutcome::Interrupted { partial };
+            }
+            () = tokio::time::sleep_until(heartbeat.next_ping) => {
+                // The socket is full; a peer that also answers nothing is closed.
+                heartbeat.tick(session);
+                continue;
+            }
+        };
+        let mut left = written;
+        while left > 0 {
+            let remaining = batch[index].frame.len() - offset;
+            if left >= remaining {
+                left -= remaining;
+                index += 1;
+                offset = 0;
+            } else {
+                offset += left;
+                left = 0;
+            }
+        }
+    }
+    WriteOutcome::Done
+}
+
+/// Ends the connection: the rest of a begun frame, the close frame, FIN, then a short wait for
+/// the peer's answer.
+async fn finish(
+    stream: &mut OwnedWriteHalf,
+    partial: Option<Bytes>,
+    close: Close,
+    reader: &mut tokio::task::JoinHandle<()>,
+) {
+    let close_frame = wire::close_frame_raw(close.code, close.reason);
+    let write = async {
+        if let Some(partial) = partial {
+            stream.write_all(&partial).await?;
+        }
+        stream.write_all(&close_frame).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write).await;
+    if tokio::time::timeout(CLOSE_READ_GRACE, &mut *reader).await.is_err() {
+        reader.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// First pings of many connections spread over [0.5, 1.5) intervals.
+    #[test]
+    fn first_pings_are_spread() {
+        let interval = Duration::from_secs(30);
+        let start = Instant::now();
+        let offsets: Vec<f64> = (1..=1000u64)
+            .map(|seed| (Heartbeat::new(interval, seed).next_ping - start).as_secs_f64())
+            .collect();
+        let min = offsets.iter().cloned().fold(f64::MAX, f64::min);
+        let max = offsets.iter().cloned().fold(0.0, f64::max);
+        assert!(min >= 15.0 && max < 45.5, "{min}..{max}");
+        assert!(max - min > 25.0, "offsets spread over most of the window: {min}..{max}");
+        let in_first_second = offsets.iter().filter(|o| **o < min + 1.0).count();
+        assert!(in_first_second < 100, "{in_first_second} pings in the same second");
+    }
+
+    /// A peer's close code is echoed; codes it may not send become 1002.
+    #[test]
+    fn peer_close_codes() {
+        assert_eq!(peer_close(&[]).code, 1000);
+        assert_eq!(peer_close(&4001u16.to_be_bytes()).code, 4001);
+        assert_eq!(peer_close(&1005u16.to_be_bytes()).code, 1002);
+    }
+}

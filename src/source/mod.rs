@@ -1,0 +1,71 @@
+//! Event sources: where the hub's events come from and where publishes go.
+//!
+//! - [`embedded`]: the in-process broker, used when no `REDIS_URL` is set; publishes reach this
+//!   pod's clients only.
+//! - [`redis`]: Redis pub/sub through fred; subscribes to `<prefix><channel>` only while a local
+//!   client wants the channel, resubscribes after reconnects, and proves the subscription works
+//!   end to end with a canary event.
+//!
+//! Both report readiness the same way ([`Source::readiness`]).
+
+pub mod embedded;
+pub mod redis;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::protocol::ChannelName;
+
+/// Why the source cannot serve right now (the readiness answer).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("redis disconnected")]
+    RedisDisconnected,
+    #[error("redis subscription silent: no canary for {0:?}")]
+    SubscriptionSilent(Duration),
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("redis unavailable: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("redis publish timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// The active source.
+pub enum Source {
+    Embedded(embedded::EmbeddedBroker),
+    Redis(redis::RedisSource),
+}
+
+impl Source {
+    /// Publishes one event to every pod that shares this source.
+    pub async fn publish(&self, channel: &ChannelName, payload: Bytes) -> Result<(), PublishError> {
+        match self {
+            Self::Embedded(broker) => {
+                broker.publish(channel, &payload);
+                Ok(())
+            }
+            Self::Redis(redis) => redis.publish(channel, payload).await,
+        }
+    }
+
+    /// `Ok` while events flow from the source.
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        match self {
+            Self::Embedded(_) => Ok(()),
+            Self::Redis(redis) => redis.readiness(),
+        }
+    }
+
+    /// Seconds since the source last handed the hub an event (canaries included).
+    pub fn last_event_age(&self) -> Option<Duration> {
+        match self {
+            Self::Embedded(broker) => broker.last_event_age(),
+            Self::Redis(redis) => redis.last_event_age(),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Redis pub/sub as the event source, through fred.
+//!
+//! Two connections: a subscriber (pub/sub mode) and a publisher (for `POST /publish`, `mt-stream
+//! publish` and the canary). Three tasks, all tracked by the shutdown:
+//!
+//! - the **pump** reads the subscriber's messages in order and hands them to the hub;
+//! - the **subscriptions** task is the only one that sends SUBSCRIBE/UNSUBSCRIBE: it follows the
+//!   hub's interest changes (a channel's first subscriber or last one leaving) and, after every
+//!   (re)connect, subscribes everything the hub wants again;
+//! - the **canary** publishes a private event every [`CANARY_INTERVAL`]. The subscription is only
+//!   trusted while events (canaries included) keep arriving: after [`CANARY_STALL`] without one,
+//!   readiness fails with "subscription silent" and the subscriber is forced to reconnect. This
+//!   catches the connection that is up but delivers nothing.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::prelude::*;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{NotReady, PublishError};
+use crate::hub::Hub;
+use crate::protocol::{ChannelName, ChannelPrefix};
+use crate::shutdown::Shutdown;
+
+/// How often the hub publishes its canary.
+pub const CANARY_INTERVAL: Duration = Duration::from_secs(1);
+/// How long without any event before the subscription is declared silent.
+pub const CANARY_STALL: Duration = Duration::from_secs(5);
+/// Longest wait for one Redis command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages fred may buffer for the pump before the oldest are dropped (and counted).
+const MESSAGE_BUFFER: usize = 16_384;
+
+/// State the tasks share.
+struct Shared {
+    /// When the last event (canary included) came from the subscription; `None` since a
+    /// (re)connect until the first one.
+    last_event: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn mark_event(&self, at: Instant) {
+        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+
+    fn forget_events(&self) {
+        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn last_event(&self) -> Option<Instant> {
+        *self.last_event.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The Redis source.
+pub struct RedisSource {
+    subscriber: Client,
+    publisher: Client,
+    prefix: ChannelPrefix,
+    hub: Arc<Hub>,
+    shared: Arc<Shared>,
+    started: Instant,
+}
+
+/// Why the Redis source could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot configure redis client: {0}")]
+pub struct RedisSetupError(#[from] fred::error::Error);
+
+impl RedisSource {
+    /// Builds both clients, starts connecting (retrying forever with backoff) and spawns the
+    /// pump, subscriptions and canary tasks. Does not wait for Redis.
+    pub fn start(
+        url: &str,
+        prefix: ChannelPrefix,
+        hub: Arc<Hub>,
+        interest: mpsc::UnboundedReceiver<ChannelName>,
+        shutdown: &Shutdown,
+    ) -> Result<Self, RedisSetupError> {
+        let config = Config::from_url(url)?;
+        let subscriber = build_client(&config)?;
+        let publisher = build_client(&config)?;
+        let shared = Arc::new(Shared { last_event: Mutex::new(None) });
+
+        // Receivers are taken before connecting so the first connect is seen too.
+        let messages = subscriber.message_rx();
+        let reconnects = subscriber.reconnect_rx();
+        subscriber.connect();
+        publisher.connect();
+
+        let canary_channel = format!(
+            "{}!canary.{}.{}",
+            prefix.as_str(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        shutdown.spawn(pump(
+            messages,
+            Arc::clone(&hub),
+            prefix.clone(),
+            canary_channel.clone(),
+            Arc::clone(&shared),
+            shutdown.clone(),
+        ));
+        shutdown.spawn(subscriptions(
+            subscriber.clone(),
+            Arc::clone(&hub),
+            prefix.clone(),
+            canary_channel.clone(),
+            interest,
+            reconnects,
+            Arc::clone(&shared),
+            shutdown.clone(),
+        ));
+        shutdown.spawn(canary(
+            subscriber.clone(),
+            publisher.clone(),
+            canary_channel,
+            Arc::clone(&hub),
+            Arc::clone(&shared),
+            shutdown.clone(),
+        ));
+        Ok(Self { subscriber, publisher, prefix, hub, shared, started: Instant::now() })
+    }
+
+    /// Publishes `payload` on `<prefix><channel>`, so every pod sees it.
+    pub async fn publish(&self, channel: &ChannelName, payload: Bytes) -> Result<(), PublishError> {
+        let redis_channel = self.prefix.redis_channel(channel);
+        match tokio::time::timeout(COMMAND_TIMEOUT, self.publisher.publish::<i64, _, _>(redis_channel, payload)).await {
+            Ok(Ok(_receivers)) => {
+                self.hub.metrics.messages_published.inc();
+                Ok(())
+            }
+            Ok(Err(error)) => Err(PublishError::Redis(error)),
+            Err(_) => Err(PublishError::Timeout(COMMAND_TIMEOUT)),
+        }
+    }
+
+    /// Ready while the subscriber is connected and events arrived within [`CANARY_STALL`].
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        let ready = readiness(&self.subscriber, &self.shared, self.started);
+        self.hub.metrics.redis_connected.set(ready.is_ok() as i64);
+        ready
+    }
+
+    pub fn last_event_age(&self) -> Option<Duration> {
+        self.shared.last_event().map(|t| t.elapsed())
+    }
+
+    /// Closes both connections (after the drain).
+    pub async fn quit(&self) {
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.subscriber.quit()).await;
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.publisher.quit()).await;
+    }
+}
+
+fn readiness(subscriber: &Client, shared: &Shared, started: Instant) -> Result<(), NotReady> {
+    if !subscriber.is_connected() {
+        return Err(NotReady::RedisDisconnected);
+    }
+    match shared.last_event() {
+        Some(at) if at.elapsed() <= CANARY_STALL => Ok(()),
+        Some(at) => Err(NotReady::SubscriptionSilent(at.elapsed())),
+        None => Err(NotReady::SubscriptionSilent(started.elapsed().min(CANARY_STALL))),
+    }
+}
+
+fn build_client(config: &Config) -> Result<Client, fred::error::Error> {
+    Builder::from_config(config.clone())
+        .with_connection_config(|connection| {
+            connection.connection_timeout = COMMAND_TIMEOUT;
+            connection.internal_command_timeout = COMMAND_TIMEOUT;
+            connection.max_command_attempts = 1;
+        })
+        .with_performance_config(|performance| {
+            performance.broadcast_channel_capacity = MESSAGE_BUFFER;
+            performance.default_command_timeout = COMMAND_TIMEOUT;
+        })
+        // Retry forever: 100 ms doubling to 2 s.
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()
+}
+
+/// Reads subscriber messages in arrival order and fans them out.
+async fn pump(
+    mut messages: broadcast::Receiver<fred::types::Message>,
+    hub: Arc<Hub>,
+    prefix: ChannelPrefix,
+    canary_channel: String,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            received = messages.recv() => received,
+        };
+        match received {
+            Ok(message) => {
+                let now = Instant::now();
+                shared.mark_event(now);
+                if &*message.channel == canary_channel.as_str() {
+                    continue;
+                }
+                let Some(channel) = prefix.hub_channel(&message.channel) else { continue };
+                let payload = message.value.as_bytes().unwrap_or_default();
+                hub.publish(&channel, payload, now);
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                hub.metrics.source_lagged_messages.inc_by(missed);
+                tracing::warn!(missed, "hub fell behind redis; events dropped");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The only sender of SUBSCRIBE/UNSUBSCRIBE, so they are applied in order.
+#[allow(clippy::too_many_arguments)]
+async fn subscriptions(
+    subscriber: Client,
+    hub: Arc<Hub>,
+    prefix: ChannelPrefix,
+    canary_channel: String,
+    mut interest: mpsc::UnboundedReceiver<ChannelName>,
+    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    let mut first_connect = true;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            reconnect = reconnects.recv() => {
+                if matches!(reconnect, Err(broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+                if !first_connect {
+                    hub.metrics.source_reconnects.inc();
+                }
+                first_connect = false;
+                shared.forget_events();
+                let mut channels: Vec<String> = hub.channel_names().iter().map(|c| prefix.redis_channel(c)).collect();
+                channels.push(canary_channel.clone());
+                tracing::info!(channels = channels.len(), "redis connected; subscribing");
+                if let Err(error) = command(subscriber.subscribe(channels)).await {
+                    tracing::warn!(%error, "resubscribe failed; forcing a reconnect");
+                    let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
+                }
+            }
+            Some(first) = interest.recv() => {
+                let mut changed: HashSet<ChannelName> = HashSet::from([first]);
+                while let Ok(more) = interest.try_recv() {
+                    changed.insert(more);
+                }
+                let (wanted, unwanted): (Vec<ChannelName>, Vec<ChannelName>) =
+                    changed.into_iter().partition(|c| hub.has_subscribers(c));
+                if !wanted.is_empty() {
+                    let names: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
+                    if let Err(error) = command(subscriber.subscribe(names)).await {
+                        // The next (re)connect subscribes everything the hub wants.
+                        tracing::warn!(%error, "subscribe failed");
+                    }
+                }
+                if !unwanted.is_empty() {
+                    let names: Vec<String> = unwanted.iter().map(|c| prefix.redis_channel(c)).collect();
+                    if let Err(error) = command(subscriber.unsubscribe(names)).await {
+                        tracing::warn!(%error, "unsubscribe failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn command<T>(future: impl std::future::Future<Output = Result<T, fred::error::Error>>) -> Result<T, String> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, future).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("timed out after {COMMAND_TIMEOUT:?}")),
+    }
+}
+
+/// Publishes the canary, keeps the gauges fresh, and reconnects a silent subscription.
+async fn canary(
+    subscriber: Client,
+    publisher: Client,
+    canary_channel: String,
+    hub: Arc<Hub>,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(CANARY_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_forced = Instant::now();
+    let mut sequence: u64 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        sequence += 1;
+        if publisher.is_connected() {
+            let _ = command(publisher.publish::<i64, _, _>(canary_channel.as_str(), sequence.to_string())).await;
+        }
+        let ready = readiness(&subscriber, &shared, started);
+        hub.metrics.redis_connected.set(ready.is_ok() as i64);
+        if let Some(at) = shared.last_event() {
+            hub.metrics.source_last_event_age_seconds.set(at.elapsed().as_secs_f64());
+        }
+        if let Err(NotReady::SubscriptionSilent(age)) = ready {
+            if age >= CANARY_STALL && last_forced.elapsed() >= CANARY_STALL {
+                tracing::warn!(?age, "redis subscription silent; forcing a reconnect");
+                last_forced = Instant::now();
+                let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
+            }
+        }
+    }
+}
