@@ -30,8 +30,8 @@ pub struct Session {
     /// Frames waiting for this connection's writer.
     pub outbound: Outbound,
     started: Instant,
-    /// Milliseconds after `started` when the peer last sent anything (reader writes, writer reads).
-    last_seen_ms: AtomicU64,
+    /// Nanoseconds after `started` when the peer last sent anything (reader writes, writer reads).
+    last_seen_ns: AtomicU64,
     /// Channels this connection listens to; changed only by its reader, read at clean-up.
     channels: Mutex<Vec<ChannelName>>,
 }
@@ -39,12 +39,12 @@ pub struct Session {
 impl Session {
     /// Records that the peer sent something (any frame counts as alive).
     pub fn touch(&self) {
-        self.last_seen_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_seen_ns.store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// When the peer last sent anything.
     pub fn last_seen(&self) -> Instant {
-        self.started + std::time::Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed))
+        self.started + std::time::Duration::from_nanos(self.last_seen_ns.load(Ordering::Relaxed))
     }
 
     /// The channels this connection listens to.
@@ -142,7 +142,7 @@ impl Hub {
                 self.metrics.queued_bytes.clone(),
             ),
             started: Instant::now(),
-            last_seen_ms: AtomicU64::new(0),
+            last_seen_ns: AtomicU64::new(0),
             channels: Mutex::new(Vec::new()),
         });
         self.sessions.insert(id, Arc::clone(&session));
