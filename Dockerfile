@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# The mt-stream (event-stream) image: `docker build -t anomalyco/monkeytown-event-stream .`
+
+# --- build -------------------------------------------------------------------------------
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+# The whole workspace (the root package, and loadtest/ and benches/ once they exist):
+# .dockerignore keeps out target/, the chart, docs and local tooling.
+COPY . .
+# Cache mounts keep the registry and target/ between builds; the binary is copied out of the
+# cached target/ in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin mt-stream \
+    && install -D -m 0755 target/release/mt-stream /out/mt-stream
+
+# --- runtime -----------------------------------------------------------------------------
+# bookworm-slim matches the builder's glibc and ships coreutils' `sleep`, which the chart's
+# preStop hook runs.
+FROM debian:bookworm-slim AS runtime
+RUN groupadd --system --gid 10001 mtstream \
+    && useradd --system --uid 10001 --gid mtstream --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin mtstream
+COPY --from=builder /out/mt-stream /usr/local/bin/mt-stream
+USER 10001:10001
+# 8080: public WebSocket listener (MT_LISTEN); 9090: admin (probes, metrics, publish).
+EXPOSE 8080 9090
+ENV MT_LISTEN=0.0.0.0:8080 \
+    MT_ADMIN_LISTEN=0.0.0.0:9090
+ENTRYPOINT ["mt-stream"]
+CMD ["serve"]
