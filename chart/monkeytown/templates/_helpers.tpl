@@ -122,6 +122,49 @@ the password never appears in the pod spec.
 {{- if and $a.enabled (eq $a.managedBy "chart") -}}true{{- end -}}
 {{- end -}}
 
+{{/*
+monkeytown.eventStreamTargetMemory: the event-stream HPA's memory target (AverageValue).
+eventStream.autoscaling.targetMemory when set; else 75% of eventStream.resources.limits.memory
+(the pod budget's memory limit), computed and written exactly as `mt-stream deploy
+--memory-limit` does (src/deploy/profile.rs Targets::from_budget, ByteSize's Display): rounded
+down, at least 1 byte, in the largest of Gi/Mi/Ki that divides it, else in bytes. 1Gi -> 768Mi.
+*/}}
+{{- define "monkeytown.eventStreamTargetMemory" -}}
+{{- $a := .Values.eventStream.autoscaling -}}
+{{- if $a.targetMemory -}}
+{{- $a.targetMemory -}}
+{{- else -}}
+{{- $limit := toString .Values.eventStream.resources.limits.memory -}}
+{{- $re := "^0*([0-9]+)(Ki|Mi|Gi)?$" -}}
+{{- if not (regexMatch $re $limit) -}}
+{{- fail (printf "eventStream.resources.limits.memory %q: expected bytes or an integer with Ki, Mi or Gi (or set eventStream.autoscaling.targetMemory)" $limit) -}}
+{{- end -}}
+{{- $number := regexReplaceAll $re $limit "${1}" | int64 -}}
+{{- $suffix := regexReplaceAll $re $limit "${2}" -}}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 -}}
+{{- $bytes := mul $number (get $units $suffix | default 1) -}}
+{{- $target := add (mul (div $bytes 100) 75) (div (mul (mod $bytes 100) 75) 100) | max 1 -}}
+{{- if eq (mod $target 1073741824) 0 -}}
+{{- printf "%dGi" (div $target 1073741824) -}}
+{{- else if eq (mod $target 1048576) 0 -}}
+{{- printf "%dMi" (div $target 1048576) -}}
+{{- else if eq (mod $target 1024) 0 -}}
+{{- printf "%dKi" (div $target 1024) -}}
+{{- else -}}
+{{- printf "%d" $target -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+monkeytown.eventStreamTargetConnections: the connections metric's AverageValue, 70% of
+eventStream.ws.maxConnections rounded down and at least 1, as `mt-stream deploy
+--max-connections` computes it. 1000 -> 700.
+*/}}
+{{- define "monkeytown.eventStreamTargetConnections" -}}
+{{- div (mul (int64 .Values.eventStream.ws.maxConnections) 70) 100 | max 1 | toString -}}
+{{- end -}}
+
 {{/* monkeytown.checkValues: cross-field checks the schema cannot express. */}}
 {{- define "monkeytown.checkValues" -}}
 {{- $es := .Values.eventStream -}}
