@@ -1,0 +1,557 @@
+//! `loadtest`: drives a running mt-stream hub on 127.0.0.1 and measures it.
+//!
+//! Scenarios: `steady`, `idle`, `slow`, `ramp`, `churn`, `reconnect` (see loadtest/README.md).
+//! Every run is bounded in time and in count, and only talks to loopback addresses.
+
+mod client;
+mod procstat;
+mod publisher;
+mod report;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use tokio::sync::watch;
+
+use client::{Ending, WsClient};
+use publisher::{Published, Target};
+use report::{HubResources, Latency, Summary};
+use stats::ClientStats;
+
+/// Longest any scenario may run, whatever the flags say.
+const MAX_RUN: Duration = Duration::from_secs(3600);
+/// Most clients one run may open.
+const MAX_CLIENTS: usize = 20_000;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Scenario {
+    Steady,
+    Idle,
+    Slow,
+    Ramp,
+    Churn,
+    Reconnect,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", about = "Load generator for mt-stream (127.0.0.1 only)")]
+struct Args {
+    /// Scenario to run.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// The hub's public address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    hub: SocketAddr,
+    /// The hub's admin address (HTTP publishing when no --redis-url).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// Bearer token for HTTP publishing.
+    #[arg(long, env = "MT_PUBLISH_TOKEN", default_value = "")]
+    token: String,
+    /// Publish through this Redis (PUBLISH <prefix><channel>) instead of HTTP.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Redis channel prefix.
+    #[arg(long, default_value = "mt:")]
+    prefix: String,
+    /// The hub's pid, to read its RSS and CPU time from /proc.
+    #[arg(long)]
+    hub_pid: Option<u32>,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Channels the clients spread over (client i listens to channel i mod C).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Events published per second (all channels together).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Event size in bytes (payload).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Seconds to publish (steady, slow, churn, each ramp step) or hold (idle).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Share of clients that stop reading (slow).
+    #[arg(long, default_value_t = 0.1)]
+    slow_fraction: f64,
+    /// Ramp: p99 bound in ms a clean step must stay under.
+    #[arg(long, default_value_t = 10.0)]
+    p99_bound_ms: f64,
+    /// Ramp: rate multiplier per step.
+    #[arg(long, default_value_t = 1.5)]
+    ramp_factor: f64,
+    /// Ramp: most steps.
+    #[arg(long, default_value_t = 12)]
+    ramp_steps: usize,
+    /// Churn: each client stays connected a random time up to this many ms, then reconnects.
+    #[arg(long, default_value_t = 1000)]
+    churn_max_ms: u64,
+    /// Connections opened at once while connecting.
+    #[arg(long, default_value_t = 100)]
+    connect_concurrency: usize,
+    /// Write the summary as JSON to stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write the latency CDF to this SVG file.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    for addr in [args.hub, args.admin] {
+        if !addr.ip().is_loopback() {
+            bail!("loadtest only talks to loopback addresses; {addr} is not one");
+        }
+    }
+    if let Some(url) = &args.redis_url {
+        if !(url.contains("127.0.0.1") || url.contains("localhost") || url.contains("[::1]")) {
+            bail!("loadtest only publishes to a Redis on this machine; {url} is not local");
+        }
+    }
+    if args.clients == 0 || args.clients > MAX_CLIENTS {
+        bail!("--clients must be 1..={MAX_CLIENTS}");
+    }
+    if args.channels == 0 || args.channels > args.clients.max(1) * 4 {
+        bail!("--channels must be at least 1");
+    }
+    if !(args.duration > 0.0 && args.duration <= MAX_RUN.as_secs_f64()) {
+        bail!("--duration must be in (0, {}] seconds", MAX_RUN.as_secs());
+    }
+    if !(args.rate >= 0.0 && args.rate <= 2_000_000.0) {
+        bail!("--rate must be in [0, 2000000]");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (summary, histogram) = runtime.block_on(run(&args))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.table());
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("mt-stream {} — {} clients, {:.0} ev/s", summary.scenario, summary.clients, summary.rate_per_second);
+        std::fs::write(path, report::latency_svg(&histogram, &title)).with_context(|| format!("write {}", path.display()))?;
+        eprintln!("latency plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn channel_names(count: usize) -> Vec<String> {
+    (0..count).map(|c| format!("lt{c}")).collect()
+}
+
+fn target(args: &Args) -> Target {
+    match &args.redis_url {
+        Some(url) => Target::Redis { url: url.clone(), prefix: args.prefix.clone() },
+        None => Target::Http { admin: args.admin, token: args.token.clone() },
+    }
+}
+
+/// Connects `count` clients, `concurrency` at a time; client i listens to channel i mod C.
+async fn connect_all(
+    args: &Args,
+    count: usize,
+    first_index: usize,
+    recv_buffer: Option<u32>,
+) -> (Vec<(usize, WsClient)>, u64) {
+    let channels = channel_names(args.channels);
+    let mut clients = Vec::with_capacity(count);
+    let mut failed = 0u64;
+    let indexes: Vec<usize> = (first_index..first_index + count).collect();
+    for chunk in indexes.chunks(args.connect_concurrency.max(1)) {
+        let handles: Vec<_> = chunk
+            .iter()
+            .map(|&i| {
+                let channel = channels[i % channels.len()].clone();
+                let hub = args.hub;
+                tokio::spawn(async move {
+                    let result = tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, recv_buffer)).await;
+                    (i, result)
+                })
+            })
+            .collect();
+        for handle in handles {
+            match handle.await {
+                Ok((i, Ok(Ok(client)))) => clients.push((i % channels.len(), client)),
+                Ok((_, Ok(Err(error)))) => {
+                    failed += 1;
+                    if failed <= 3 {
+                        eprintln!("connect failed: {error:#}");
+                    }
+                }
+                _ => failed += 1,
+            }
+        }
+    }
+    (clients, failed)
+}
+
+/// Samples the hub every 100 ms for its peak RSS, until stopped.
+fn watch_peak(pid: Option<u32>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut peak = 0u64;
+        let Some(pid) = pid else { return 0 };
+        loop {
+            if let Some(sample) = procstat::sample(pid) {
+                peak = peak.max(sample.rss_bytes);
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return peak,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    })
+}
+
+fn sample(pid: Option<u32>) -> procstat::ProcSample {
+    pid.and_then(procstat::sample).unwrap_or_default()
+}
+
+/// Prints a one-line progress bar on stderr every second until stopped.
+fn progress(total: Duration, published: Arc<Published>, delivered: Arc<std::sync::atomic::AtomicU64>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut last_delivered = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => { eprintln!(); return; }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let elapsed = start.elapsed();
+            let done = (elapsed.as_secs_f64() / total.as_secs_f64()).min(1.0);
+            let filled = (done * 30.0) as usize;
+            let delivered_now = delivered.load(Ordering::Relaxed);
+            eprint!(
+                "\r[{}{}] {:>5.1}/{:.0}s  published {:>9}  deliveries/s {:>9}   ",
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                elapsed.as_secs_f64().min(total.as_secs_f64()),
+                total.as_secs_f64(),
+                published.events.load(Ordering::Relaxed),
+                delivered_now - last_delivered
+            );
+            last_delivered = delivered_now;
+        }
+    })
+}
+
+/// Runs reading tasks for `clients` until `stop`; returns each client's stats and ending.
+fn spawn_readers(
+    clients: Vec<(usize, WsClient)>,
+    channels: usize,
+    stop: watch::Receiver<bool>,
+    delivered: Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<(usize, ClientStats, Ending, WsClient)>> {
+    clients
+        .into_iter()
+        .map(|(channel, mut client)| {
+            let mut stop = stop.clone();
+            let delivered = Arc::clone(&delivered);
+            tokio::spawn(async move {
+                let mut stats = ClientStats::new(channels);
+                let ending = client
+                    .run(&mut stats, Some(&delivered), async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                (channel, stats, ending, client)
+            })
+        })
+        .collect()
+}
+
+/// Publishes for the run's duration and measures the clients and the hub (steady and slow).
+async fn measured_run(args: &Args, rate: f64, stalled_share: f64) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+    let stalled_count = ((args.clients as f64) * stalled_share).round() as usize;
+    let fast_count = args.clients - stalled_count;
+    let rss_before = sample(args.hub_pid);
+    let (fast, mut failed) = connect_all(args, fast_count, 0, None).await;
+    // Stalled clients shrink their receive buffer so the hub's queue, not the kernel, fills.
+    let (stalled, failed_stalled) = connect_all(args, stalled_count, fast_count, Some(4096)).await;
+    failed += failed_stalled;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers = spawn_readers(fast, args.channels, stop_rx.clone(), Arc::clone(&delivered));
+    let peak = watch_peak(args.hub_pid, stop_rx.clone());
+    let published = Arc::new(Published::default());
+    let duration = Duration::from_secs_f64(args.duration);
+    let bar = progress(duration, Arc::clone(&published), Arc::clone(&delivered), stop_rx.clone());
+
+    let cpu_start = sample(args.hub_pid);
+    let started = Instant::now();
+    let per_channel = publisher::run(target(args), &channel_names(args.channels), rate, args.size, duration, Arc::clone(&published)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    // Let in-flight events land: stop once the expected count arrived or 3 s passed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(true);
+    let mut total = ClientStats::new(args.channels);
+    for reader in readers {
+        let (channel, mut stats, ending, client) = reader.await?;
+        if matches!(ending, Ending::Closed(_) | Ending::Eof) {
+            failed += 1;
+        }
+        stats.finish(&per_channel, channel);
+        total.merge(&stats);
+        client.close().await;
+    }
+    let cpu_end = sample(args.hub_pid);
+    let peak_rss = peak.await.unwrap_or(0);
+    bar.await.ok();
+
+    let mut closed_4008 = 0u64;
+    let closes: Vec<_> = stalled
+        .into_iter()
+        .map(|(_, mut client)| tokio::spawn(async move { client.read_until_close(Duration::from_secs(10)).await }))
+        .collect();
+    for close in closes {
+        if matches!(close.await, Ok(Ending::Closed(4008))) {
+            closed_4008 += 1;
+        }
+    }
+    let mut summary = Summary {
+        scenario: String::new(),
+        clients: args.clients,
+        channels: args.channels,
+        rate_per_second: rate,
+        event_bytes: args.size,
+        seconds,
+        published: published.events.load(Ordering::Relaxed),
+        publish_errors: published.errors.load(Ordering::Relaxed),
+        deliveries: total.deliveries,
+        deliveries_per_second: total.deliveries as f64 / seconds,
+        lost: total.lost,
+        duplicated: total.duplicated,
+        reordered: total.reordered,
+        failed_connections: failed,
+        latency: Latency::from_histogram(&total.latency_us),
+        hub: args.hub_pid.map(|_| HubResources::new(cpu_start, peak_rss, cpu_end, total.deliveries)),
+        extra: Vec::new(),
+    };
+    if let Some(hub) = &mut summary.hub {
+        hub.rss_start_mib = rss_before.rss_bytes as f64 / (1 << 20) as f64;
+    }
+    if stalled_count > 0 {
+        summary.extra.push(("stalled clients".into(), stalled_count as f64));
+        summary.extra.push(("stalled clients closed with 4008".into(), closed_4008 as f64));
+    }
+    Ok((summary, total.latency_us))
+}
+
+async fn run(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+    match args.scenario {
+        Scenario::Steady => {
+            let (mut summary, h) = measured_run(args, args.rate, 0.0).await?;
+            summary.scenario = "steady".into();
+            Ok((summary, h))
+        }
+        Scenario::Slow => {
+            let (mut summary, h) = measured_run(args, args.rate, args.slow_fraction).await?;
+            summary.scenario = "slow".into();
+            Ok((summary, h))
+        }
+        Scenario::Ramp => ramp(args).await,
+        Scenario::Idle => idle(args).await,
+        Scenario::Churn => churn(args).await,
+        Scenario::Reconnect => reconnect(args).await,
+    }
+}
+
+/// Raises the rate until p99 passes the bound or an event is lost; reports the highest clean rate.
+async fn ramp(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+    let mut rate = args.rate;
+    let mut best: Option<(Summary, hdrhistogram::Histogram<u64>)> = None;
+    for step in 0..args.ramp_steps {
+        let (summary, h) = measured_run(args, rate, 0.0).await?;
+        let clean = summary.lost == 0 && summary.latency.p99_ms <= args.p99_bound_ms && summary.failed_connections == 0;
+        eprintln!(
+            "step {step}: {rate:.0} events/s → {:.0} deliveries/s, p99 {:.2} ms, lost {} {}",
+            summary.deliveries_per_second,
+            summary.latency.p99_ms,
+            summary.lost,
+            if clean { "clean" } else { "NOT clean: stop" }
+        );
+        if !clean {
+            break;
+        }
+        best = Some((summary, h));
+        rate *= args.ramp_factor;
+    }
+    let (mut summary, h) = best.context("not even the first ramp step was clean")?;
+    summary.scenario = "ramp (highest clean step)".into();
+    summary.extra.push(("highest clean rate, events/s".into(), summary.rate_per_second));
+    Ok((summary, h))
+}
+
+/// Holds idle connections and reports the hub's memory per connection and CPU while idle.
+async fn idle(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+    let before = sample(args.hub_pid);
+    let started = Instant::now();
+    let (clients, failed) = connect_all(args, args.clients, 0, None).await;
+    let connect_seconds = started.elapsed().as_secs_f64();
+    let connected = sample(args.hub_pid);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = clients.len();
+    let readers = spawn_readers(clients, args.channels, stop_rx.clone(), delivered);
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    let held = sample(args.hub_pid);
+    let _ = stop_tx.send(true);
+    for reader in readers {
+        let (_, _, _, client) = reader.await?;
+        client.close().await;
+    }
+    let per_connection_kib = (held.rss_bytes as f64 - before.rss_bytes as f64) / count.max(1) as f64 / 1024.0;
+    let summary = Summary {
+        scenario: "idle".into(),
+        clients: count,
+        channels: args.channels,
+        seconds: args.duration,
+        failed_connections: failed,
+        hub: args.hub_pid.map(|_| HubResources::new(before, held.rss_bytes, held, 0)),
+        extra: vec![
+            ("connect time, s".into(), connect_seconds),
+            ("hub RSS per idle connection, KiB".into(), per_connection_kib),
+            ("hub CPU while idle, s".into(), held.cpu_seconds - connected.cpu_seconds),
+        ],
+        ..Summary::default()
+    };
+    Ok((summary, hdrhistogram::Histogram::new(3)?))
+}
+
+/// Clients connect and disconnect continuously while events flow; reports whether memory comes back.
+async fn churn(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+    let before = sample(args.hub_pid);
+    let duration = Duration::from_secs_f64(args.duration);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let peak = watch_peak(args.hub_pid, stop_rx.clone());
+    let published = Arc::new(Published::default());
+    let publisher = {
+        let (target, channels, rate, size, published) =
+            (target(args), channel_names(args.channels), args.rate, args.size, Arc::clone(&published));
+        tokio::spawn(async move { publisher::run(target, &channels, rate, size, duration, published).await })
+    };
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut slots = Vec::new();
+    for slot in 0..args.clients {
+        let hub = args.hub;
+        let channel = channel_names(args.channels)[slot % args.channels].clone();
+        let max_ms = args.churn_max_ms.max(10);
+        let channels = args.channels;
+        slots.push(tokio::spawn(async move {
+            let mut connections = 0u64;
+            let mut failed = 0u64;
+            let mut stats = ClientStats::new(channels);
+            let mut seed = slot as u64 * 0x9E37_79B9 + 1;
+            while tokio::time::Instant::now() < deadline {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let hold = Duration::from_millis(10 + (seed >> 33) % max_ms);
+                match tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, None)).await {
+                    Ok(Ok(mut client)) => {
+                        connections += 1;
+                        let until = tokio::time::sleep_until((tokio::time::Instant::now() + hold).min(deadline));
+                        client.run(&mut stats, None, until).await;
+                        client.close().await;
+                    }
+                    _ => {
+                        failed += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            (connections, failed, stats)
+        }));
+    }
+    let mut total = ClientStats::new(args.channels);
+    let (mut connections, mut failed) = (0u64, 0u64);
+    for slot in slots {
+        let (c, f, stats) = slot.await?;
+        connections += c;
+        failed += f;
+        // Sequence gaps are expected while a client is away; only latency and counts matter here.
+        total.deliveries += stats.deliveries;
+        let _ = total.latency_us.add(&stats.latency_us);
+    }
+    let _ = publisher.await?;
+    // Give the hub a moment to finish closing, then read where memory settled.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop_tx.send(true);
+    let after = sample(args.hub_pid);
+    let peak_rss = peak.await.unwrap_or(0);
+    let summary = Summary {
+        scenario: "churn".into(),
+        clients: args.clients,
+        channels: args.channels,
+        rate_per_second: args.rate,
+        event_bytes: args.size,
+        seconds: args.duration,
+        published: published.events.load(Ordering::Relaxed),
+        publish_errors: published.errors.load(Ordering::Relaxed),
+        deliveries: total.deliveries,
+        deliveries_per_second: total.deliveries as f64 / args.duration,
+        failed_connections: failed,
+        latency: Latency::from_histogram(&total.latency_us),
+        hub: args.hub_pid.map(|_| HubResources::new(before, peak_rss, after, total.deliveries)),
+        extra: vec![
+            ("connections made".into(), connections as f64),
+            (
+                "hub RSS end vs start, %".into(),
+                if before.rss_bytes > 0 { (after.rss_bytes as f64 / before.rss_bytes as f64 - 1.0) * 100.0 } else { 0.0 },
+            ),
+        ],
+        ..Summary::default()
+    };
+    Ok((summary, total.latency_us))
+}
+
+/// Drops every client at once and measures how long until all are served again.
+async fn reconnect(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+    let (clients, failed_first) = connect_all(args, args.clients, 0, None).await;
+    let count = clients.len();
+    drop(clients); // every socket closes at once
+    let started = Instant::now();
+    let (clients, failed) = connect_all(args, count, 0, None).await;
+    let reconnected = started.elapsed().as_secs_f64();
+    // Served again = each client receives an event published after it reconnected.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers = spawn_readers(clients, args.channels, stop_rx, Arc::clone(&delivered));
+    let published = Arc::new(Published::default());
+    let rate = (args.channels as f64 * 10.0).max(args.rate);
+    publisher::run(target(args), &channel_names(args.channels), rate, args.size, Duration::from_millis(500), Arc::clone(&published)).await?;
+    // In-flight events land within milliseconds on loopback.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(true);
+    let mut served = 0usize;
+    let mut total = ClientStats::new(args.channels);
+    for reader in readers {
+        let (_, stats, _, client) = reader.await?;
+        if stats.deliveries > 0 {
+            served += 1;
+        }
+        total.merge(&stats);
+        client.close().await;
+    }
+    let all_served = started.elapsed().as_secs_f64();
+    let summary = Summary {
+        scenario: "reconnect".into(),
+        clients: count,
+        channels: args.channels,
+        failed_connections: failed_first + failed,
+        deliveries: total.deliveries,
+        latency: Latency::from_histogram(&total.latency_us),
+        extra: vec![
+            ("all reconnected and subscribed, s".into(), reconnected),
+            ("clients served an event after reconnecting".into(), served as f64),
+            ("until all served (incl. 0.5 s publish window), s".into(), all_served),
+        ],
+        ..Summary::default()
+    };
+    Ok((summary, total.latency_us))
+}

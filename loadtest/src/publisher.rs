@@ -1,0 +1,163 @@
+//! The paced publisher: R events/s of S bytes for T seconds, round-robin over C channels, each
+//! stamped with its channel index, per-channel sequence and send time (µs), through Redis
+//! `PUBLISH` or the hub's `POST /publish/{channel}`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use fred::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::stats::now_micros;
+
+/// Where events go.
+#[derive(Clone)]
+pub enum Target {
+    Redis { url: String, prefix: String },
+    Http { admin: SocketAddr, token: String },
+}
+
+/// Counts shared with the progress display.
+#[derive(Default)]
+pub struct Published {
+    pub events: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+enum Sink {
+    Redis { client: Client, prefix: String },
+    Http { stream: TcpStream, admin: SocketAddr, token: String, response: Vec<u8> },
+}
+
+impl Sink {
+    async fn open(target: &Target) -> anyhow::Result<Self> {
+        Ok(match target {
+            Target::Redis { url, prefix } => {
+                let client = Builder::from_config(Config::from_url(url)?).build()?;
+                client.init().await.context("connect to redis")?;
+                Sink::Redis { client, prefix: prefix.clone() }
+            }
+            Target::Http { admin, token } => Sink::Http {
+                stream: TcpStream::connect(admin).await.context("connect to the hub's admin port")?,
+                admin: *admin,
+                token: token.clone(),
+                response: Vec::with_capacity(512),
+            },
+        })
+    }
+
+    /// Publishes a batch; returns how many failed.
+    async fn send(&mut self, batch: &[(String, String)]) -> u64 {
+        match self {
+            Sink::Redis { client, prefix } => {
+                // Commands issued together are pipelined on the one connection.
+                let sends = batch.iter().map(|(channel, body)| {
+                    let client = client.clone();
+                    let channel = format!("{prefix}{channel}");
+                    let body = body.clone();
+                    async move { client.publish::<i64, _, _>(channel, body).await.is_err() }
+                });
+                let results = join_all(sends).await;
+                results.into_iter().filter(|failed| *failed).count() as u64
+            }
+            Sink::Http { stream, admin, token, response } => {
+                let mut failed = 0;
+                for (channel, body) in batch {
+                    let request = format!(
+                        "POST /publish/{channel} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(request.as_bytes()).await.is_err() || !read_response(stream, response).await {
+                        failed += 1;
+                    }
+                }
+                failed
+            }
+        }
+    }
+}
+
+async fn join_all<F: std::future::Future<Output = bool> + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<bool> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap_or(true));
+    }
+    out
+}
+
+/// Reads one small HTTP response (the hub answers publishes with short bodies).
+async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> bool {
+    buffer.clear();
+    let mut chunk = [0u8; 512];
+    loop {
+        let Ok(n) = stream.read(&mut chunk).await else { return false };
+        if n == 0 {
+            return false;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]);
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buffer.len() >= end + 4 + length {
+                return head.starts_with("HTTP/1.1 2");
+            }
+        }
+    }
+}
+
+/// Publishes at `rate` events/s for `duration`; returns the count per channel (sequences run
+/// 1..=count). Every 1 ms it sends the events due, so bursts stay small.
+pub async fn run(
+    target: Target,
+    channels: &[String],
+    rate: f64,
+    size: usize,
+    duration: Duration,
+    published: Arc<Published>,
+) -> anyhow::Result<Vec<u64>> {
+    let mut sink = Sink::open(&target).await?;
+    let mut per_channel = vec![0u64; channels.len()];
+    let padding = "x".repeat(size.saturating_sub(60));
+    let start = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent: u64 = 0;
+    let mut next_channel = 0usize;
+    let mut batch: Vec<(String, String)> = Vec::new();
+    loop {
+        ticks.tick().await;
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() * rate) as u64;
+        batch.clear();
+        // At most one second's worth at once, so a stalled sink never builds a huge burst.
+        while sent < due && (batch.len() as f64) < rate.max(1.0) {
+            let c = next_channel;
+            next_channel = (next_channel + 1) % channels.len();
+            per_channel[c] += 1;
+            sent += 1;
+            let body = format!("{{\"c\":{c},\"s\":{},\"t\":{},\"p\":\"{padding}\"}}", per_channel[c], now_micros());
+            batch.push((channels[c].clone(), body));
+        }
+        if !batch.is_empty() {
+            let failed = sink.send(&batch).await;
+            published.events.fetch_add(batch.len() as u64 - failed, Ordering::Relaxed);
+            published.errors.fetch_add(failed, Ordering::Relaxed);
+        }
+    }
+    if let Sink::Redis { client, .. } = &sink {
+        let _ = client.quit().await;
+    }
+    Ok(per_channel)
+}
