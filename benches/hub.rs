@@ -1,0 +1,134 @@
+//! The hub's hot path in isolation: fan-out of one event to 10/100/1000 subscribers, envelope
+//! encoding, subscribe/unsubscribe churn on the registry from two threads, and the writer's
+//! batch drain of an outbound queue.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mt_stream::budget::Budget;
+use mt_stream::hub::Hub;
+use mt_stream::metrics::Metrics;
+use mt_stream::outbound::{Event, Outbound};
+use mt_stream::protocol::{self, ChannelName};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+fn hub() -> Arc<Hub> {
+    Arc::new(Hub::new(Budget::default(), Metrics::new(&mut Registry::default()), None))
+}
+
+fn payload(size: usize) -> Vec<u8> {
+    let mut body = format!("{{\"seq\":1,\"pad\":\"");
+    body.push_str(&"x".repeat(size.saturating_sub(body.len() + 2)));
+    body.push_str("\"}");
+    body.into_bytes()
+}
+
+/// One event to N subscribers: frame once, push N times, and every writer drains its queue.
+fn fan_out(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fan_out");
+    let channel = ChannelName::new("builds").unwrap();
+    let event = payload(256);
+    for subscribers in [10usize, 100, 1000] {
+        let hub = hub();
+        let sessions: Vec<_> = (0..subscribers)
+            .map(|_| {
+                let session = hub.open_session();
+                hub.subscribe(&session, std::slice::from_ref(&channel)).unwrap();
+                session
+            })
+            .collect();
+        let mut batch = Vec::new();
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(subscribers), &subscribers, |b, _| {
+            b.iter(|| {
+                black_box(hub.publish(&channel, black_box(&event), Instant::now()));
+                for session in &sessions {
+                    session.outbound.drain_into(&mut batch);
+                    batch.clear();
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The event envelope, JSON payload inlined or text quoted.
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encode_event");
+    let channel = ChannelName::new("builds").unwrap();
+    for size in [256usize, 4096] {
+        let json = payload(size);
+        let text = vec![b'a'; size];
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("json", size), &json, |b, p| {
+            b.iter(|| protocol::encode_event(&channel, "12345", black_box(p)))
+        });
+        group.bench_with_input(BenchmarkId::new("text", size), &text, |b, p| {
+            b.iter(|| protocol::encode_event(&channel, "12345", black_box(p)))
+        });
+    }
+    group.finish();
+}
+
+/// Two threads subscribing and unsubscribing their own sessions across 100 shared channels.
+fn registry_churn(c: &mut Criterion) {
+    let mut group = c.benchmark_group("registry_churn");
+    let channels: Arc<Vec<ChannelName>> = Arc::new((0..100).map(|i| ChannelName::new(&format!("c{i}")).unwrap()).collect());
+    group.throughput(Throughput::Elements(2));
+    group.bench_function("two_threads_subscribe_unsubscribe", |b| {
+        b.iter_custom(|iterations| {
+            let hub = hub();
+            let start = Instant::now();
+            let threads: Vec<_> = (0..2)
+                .map(|t| {
+                    let hub = Arc::clone(&hub);
+                    let channels = Arc::clone(&channels);
+                    std::thread::spawn(move || {
+                        let session = hub.open_session();
+                        for i in 0..iterations as usize {
+                            let channel = &channels[(i * 7 + t) % channels.len()];
+                            hub.subscribe(&session, std::slice::from_ref(channel)).unwrap();
+                            hub.unsubscribe(&session, std::slice::from_ref(channel));
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+/// The writer's batch drain: 64 queued frames taken in one lock.
+fn batch_drain(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch_drain");
+    let queue = Outbound::new(1 << 30, Gauge::default());
+    let event = Arc::new(Event { frame: Bytes::from(vec![0u8; 300]), received_at: Instant::now(), is_delivery: true });
+    let mut batch = Vec::with_capacity(64);
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("push_64_drain_once", |b| {
+        b.iter(|| {
+            for _ in 0..64 {
+                queue.push(&event);
+            }
+            queue.drain_into(&mut batch);
+            black_box(batch.len());
+            batch.clear();
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = fan_out, encode, registry_churn, batch_drain
+}
+criterion_main!(benches);
