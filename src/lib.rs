@@ -9,6 +9,7 @@
 //! - [`admin`]: the internal listener: `/healthz`, `/readyz`, `/metrics`, `POST /publish`.
 //! - [`session`]: one connection after the upgrade: reader task, batched writer, heartbeats.
 //! - [`hub`]: the channel registry, connection admission and the fan-out of events.
+//! - [`inbound`]: reading client frames with a buffer sized for idle connections.
 //! - [`outbound`]: a connection's byte-bounded outbound queue and the slow-consumer rule.
 //! - [`protocol`]: the JSON messages of the wire protocol and channel-name validation.
 //! - [`wire`]: WebSocket framing of what the hub sends (each event framed once, shared).
@@ -23,6 +24,7 @@ pub mod budget;
 pub mod config;
 pub mod deploy;
 pub mod hub;
+pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;

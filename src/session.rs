@@ -1,8 +1,8 @@
 //! One WebSocket connection after the upgrade: a reader task and a writer, and the one rule for
 //! when the connection ends.
 //!
-//! - The **reader** (its own task, because fastwebsockets' `read_frame` is not cancel-safe)
-//!   parses client frames, applies subscribe/unsubscribe, answers pings, and on a bad frame
+//! - The **reader** (its own task, so a partly read frame is never dropped by a `select!`)
+//!   reads client frames ([`crate::inbound`]), applies subscribe/unsubscribe, answers pings, and on a bad frame
 //!   either answers with an `error` message or, for protocol-level faults, marks the
 //!   connection for closing.
 //! - The **writer** (the session task itself) drains the outbound queue in batches and writes
@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{OpCode, WebSocketError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -27,7 +26,8 @@ use tokio::time::Instant;
 use crate::hub::{Hub, Session};
 use crate::metrics::CloseReason;
 use crate::outbound::{Close, Event};
-use crate::protocol::{self, ChannelName, ClientMessage, RequestError, MAX_CLIENT_MESSAGE};
+use crate::inbound::{ClientFrame, FrameReader, ReadError};
+use crate::protocol::{self, ChannelName, ClientMessage, RequestError};
 use crate::wire::{self, CloseCode};
 
 /// Longest the writer tries to get the final frames out to a peer that does not read.
@@ -74,19 +74,10 @@ fn reject(hub: &Hub, session: &Session, error: &RequestError) {
 // Reader
 
 async fn read_loop<R: AsyncRead + Unpin>(hub: Arc<Hub>, session: Arc<Session>, input: R) {
-    let (mut ws, _unused_write) =
-        fastwebsockets::after_handshake_split(input, tokio::io::sink(), fastwebsockets::Role::Server);
-    // The writer owns all sending; we answer pings and closes through the queue ourselves.
-    ws.set_auto_pong(false);
-    ws.set_auto_close(false);
-    // fastwebsockets refuses payloads >= this size; 4 KiB itself is allowed.
-    ws.set_max_message_size(MAX_CLIENT_MESSAGE + 1);
-    let mut never_sends = |_frame| async { Ok::<(), std::io::Error>(()) };
-
-    let mut fragments: Option<Vec<u8>> = None;
+    let mut frames = FrameReader::new(input);
     let mut bad_requests = 0u32;
     loop {
-        let frame = match ws.read_frame(&mut never_sends).await {
+        let frame = match frames.next().await {
             Ok(frame) => frame,
             Err(error) => {
                 session.outbound.close(close_for_read_error(&error));
@@ -94,60 +85,28 @@ async fn read_loop<R: AsyncRead + Unpin>(hub: Arc<Hub>, session: Arc<Session>, i
             }
         };
         session.touch();
-        let text: Vec<u8> = match frame.opcode {
-            OpCode::Text if frame.fin => frame.payload.to_vec(),
-            OpCode::Text => {
-                fragments = Some(frame.payload.to_vec());
-                continue;
-            }
-            OpCode::Continuation => {
-                let Some(buffer) = fragments.as_mut() else {
-                    session.outbound.close(protocol_error("continuation without a first frame"));
-                    return;
-                };
-                if buffer.len() + frame.payload.len() > MAX_CLIENT_MESSAGE {
-                    session.outbound.close(Close::new(CloseCode::TooBig, "message over 4 KiB", CloseReason::ProtocolError));
-                    return;
+        let outcome = match frame {
+            ClientFrame::Text(text) => match ClientMessage::parse(&text) {
+                Ok(ClientMessage::Subscribe(channels)) => hub.subscribe(&session, &channels).map(|()| {
+                    session.outbound.push(&Event::control(protocol::encode_subscribed(&channels)));
+                }),
+                Ok(ClientMessage::Unsubscribe(channels)) => {
+                    hub.unsubscribe(&session, &channels);
+                    session.outbound.push(&Event::control(protocol::encode_unsubscribed(&channels)));
+                    Ok(())
                 }
-                buffer.extend_from_slice(&frame.payload);
-                if !frame.fin {
-                    continue;
-                }
-                fragments.take().expect("fragments were just extended")
-            }
-            OpCode::Binary => {
-                bad_requests += 1;
-                reject(&hub, &session, &RequestError::Binary);
-                if bad_requests > MAX_BAD_REQUESTS {
-                    session.outbound.close(too_many_bad_requests());
-                    return;
-                }
-                continue;
-            }
-            OpCode::Ping => {
-                session.outbound.push(&Event::control(wire::frame(wire::OPCODE_PONG, &frame.payload)));
-                continue;
-            }
-            OpCode::Pong => continue,
-            OpCode::Close => {
-                session.outbound.close(peer_close(&frame.payload));
-                return;
-            }
-        };
-        let Ok(text) = std::str::from_utf8(&text) else {
-            session.outbound.close(Close::new(CloseCode::InvalidPayload, "invalid UTF-8", CloseReason::ProtocolError));
-            return;
-        };
-        let outcome = match ClientMessage::parse(text) {
-            Ok(ClientMessage::Subscribe(channels)) => hub.subscribe(&session, &channels).map(|()| {
-                session.outbound.push(&Event::control(protocol::encode_subscribed(&channels)));
-            }),
-            Ok(ClientMessage::Unsubscribe(channels)) => {
-                hub.unsubscribe(&session, &channels);
-                session.outbound.push(&Event::control(protocol::encode_unsubscribed(&channels)));
+                Err(error) => Err(error),
+            },
+            ClientFrame::Binary => Err(RequestError::Binary),
+            ClientFrame::Ping(payload) => {
+                session.outbound.push(&Event::control(wire::frame(wire::OPCODE_PONG, &payload)));
                 Ok(())
             }
-            Err(error) => Err(error),
+            ClientFrame::Pong => Ok(()),
+            ClientFrame::Close(code) => {
+                session.outbound.close(peer_close(code));
+                return;
+            }
         };
         if let Err(error) = outcome {
             bad_requests += 1;
@@ -169,11 +128,8 @@ fn too_many_bad_requests() -> Close {
 }
 
 /// Our answer to the peer's close frame: echo its code (1000 when it gave none).
-fn peer_close(payload: &[u8]) -> Close {
-    let code = match payload {
-        [a, b, ..] => u16::from_be_bytes([*a, *b]),
-        _ => CloseCode::Normal.as_u16(),
-    };
+fn peer_close(code: Option<u16>) -> Close {
+    let code = code.unwrap_or(CloseCode::Normal.as_u16());
     let code = match code {
         1000..=1003 | 1007..=1014 | 3000..=4999 => code,
         _ => CloseCode::ProtocolError.as_u16(),
@@ -181,18 +137,12 @@ fn peer_close(payload: &[u8]) -> Close {
     Close { code, reason: "", cause: CloseReason::Peer }
 }
 
-fn close_for_read_error(error: &WebSocketError) -> Close {
+fn close_for_read_error(error: &ReadError) -> Close {
     match error {
-        WebSocketError::FrameTooLarge => {
-            Close::new(CloseCode::TooBig, "message over 4 KiB", CloseReason::ProtocolError)
-        }
-        WebSocketError::InvalidUTF8 => {
-            Close::new(CloseCode::InvalidPayload, "invalid UTF-8", CloseReason::ProtocolError)
-        }
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) => {
-            Close::new(CloseCode::Normal, "", CloseReason::Peer)
-        }
-        _ => protocol_error("protocol error"),
+        ReadError::TooBig => Close::new(CloseCode::TooBig, "message over 4 KiB", CloseReason::ProtocolError),
+        ReadError::InvalidUtf8 => Close::new(CloseCode::InvalidPayload, "invalid UTF-8", CloseReason::ProtocolError),
+        ReadError::Eof | ReadError::Io(_) => Close::new(CloseCode::Normal, "", CloseReason::Peer),
+        ReadError::Protocol(reason) => protocol_error(reason),
     }
 }
 
@@ -410,8 +360,8 @@ mod tests {
     /// A peer's close code is echoed; codes it may not send become 1002.
     #[test]
     fn peer_close_codes() {
-        assert_eq!(peer_close(&[]).code, 1000);
-        assert_eq!(peer_close(&4001u16.to_be_bytes()).code, 4001);
-        assert_eq!(peer_close(&1005u16.to_be_bytes()).code, 1002);
+        assert_eq!(peer_close(None).code, 1000);
+        assert_eq!(peer_close(Some(4001)).code, 4001);
+        assert_eq!(peer_close(Some(1005)).code, 1002);
     }
 }
