@@ -54,15 +54,18 @@ impl Sink {
     async fn send(&mut self, batch: &[(String, String)]) -> u64 {
         match self {
             Sink::Redis { client, prefix } => {
-                // Commands issued together are pipelined on the one connection.
-                let sends = batch.iter().map(|(channel, body)| {
-                    let client = client.clone();
-                    let channel = format!("{prefix}{channel}");
-                    let body = body.clone();
-                    async move { client.publish::<i64, _, _>(channel, body).await.is_err() }
-                });
-                let results = join_all(sends).await;
-                results.into_iter().filter(|failed| *failed).count() as u64
+                // One pipeline per batch: commands go out in order, in one write.
+                let pipeline = client.pipeline();
+                for (channel, body) in batch {
+                    let queued: Result<(), _> = pipeline.publish(format!("{prefix}{channel}"), body.as_str()).await;
+                    if queued.is_err() {
+                        return batch.len() as u64;
+                    }
+                }
+                match pipeline.all::<Vec<i64>>().await {
+                    Ok(_) => 0,
+                    Err(_) => batch.len() as u64,
+                }
             }
             Sink::Http { stream, admin, token, response } => {
                 let mut failed = 0;
@@ -79,15 +82,6 @@ impl Sink {
             }
         }
     }
-}
-
-async fn join_all<F: std::future::Future<Output = bool> + Send + 'static>(futures: impl Iterator<Item = F>) -> Vec<bool> {
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        out.push(handle.await.unwrap_or(true));
-    }
-    out
 }
 
 /// Reads one small HTTP response (the hub answers publishes with short bodies).
