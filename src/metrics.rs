@@ -21,6 +21,8 @@ pub enum RejectReason {
     Draining,
     /// Not a valid WebSocket upgrade, or bad query.
     BadRequest,
+    /// Too many connections still in their HTTP phase; closed before reading anything.
+    Overload,
 }
 
 impl RejectReason {
@@ -30,6 +32,7 @@ impl RejectReason {
             Self::Origin => "origin",
             Self::Draining => "draining",
             Self::BadRequest => "bad_request",
+            Self::Overload => "overload",
         }
     }
 }

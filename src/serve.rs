@@ -70,12 +70,14 @@ pub async fn run(
     let public_loop = tokio::spawn(server::accept_loop(
         public,
         Arc::clone(&app),
+        server::MAX_PENDING_PUBLIC,
         server::tune_client_socket,
         server::handle_public,
     ));
     let admin_loop = tokio::spawn(server::accept_loop(
         admin,
         Arc::clone(&app),
+        server::MAX_PENDING_ADMIN,
         server::tune_admin_socket,
         crate::admin::handle,
     ));

@@ -51,13 +51,27 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
+/// Most public connections still in their HTTP phase (before the upgrade) at once. With the
+/// 10 s header timeout this bounds what a flood of silent TCP connections can hold.
+pub const MAX_PENDING_PUBLIC: usize = 1024;
+/// Most admin connections at once (probes, scrapes, publishes).
+pub const MAX_PENDING_ADMIN: usize = 64;
+
 /// Accepts connections until the task is aborted; each is served by `handler` over HTTP/1.1
-/// with upgrades enabled. `tune` is applied to each accepted socket.
-pub async fn accept_loop<H, F>(listener: TcpListener, app: Arc<App>, tune: fn(&TcpStream), handler: H)
-where
+/// with upgrades enabled. `tune` is applied to each accepted socket. At most `max_pending`
+/// connections are in their HTTP phase at once; past that new ones are closed at once (and
+/// counted as rejected for `overload`), so pre-upgrade memory stays bounded.
+pub async fn accept_loop<H, F>(
+    listener: TcpListener,
+    app: Arc<App>,
+    max_pending: usize,
+    tune: fn(&TcpStream),
+    handler: H,
+) where
     H: Fn(Request<Incoming>, Arc<App>) -> F + Copy + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let pending = Arc::new(tokio::sync::Semaphore::new(max_pending));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
@@ -68,9 +82,15 @@ where
                 continue;
             }
         };
+        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+            app.hub.metrics.rejected(RejectReason::Overload);
+            drop(stream);
+            continue;
+        };
         tune(&stream);
         let app = Arc::clone(&app);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 let app = Arc::clone(&app);
                 async move { Ok::<_, Infallible>(handler(request, app).await) }

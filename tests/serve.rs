@@ -510,3 +510,26 @@ async fn json_logs() {
     assert_eq!(record["message"], "mt-stream serving");
     assert!(record["public"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
+
+/// Connections that never finish their HTTP request are bounded: past the cap new connections
+/// are closed at once and counted, and the hub serves again once the silent ones go away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_http_connections_are_bounded() {
+    let hub = HubProcess::start(&[]);
+    let mut silent = Vec::new();
+    for _ in 0..mt_stream::server::MAX_PENDING_PUBLIC {
+        silent.push(tokio::net::TcpStream::connect(hub.public).await.unwrap());
+    }
+    wait_for("overload rejection", || async {
+        // Each attempt past the cap is closed by the hub before any HTTP is read.
+        let attempt = tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(hub.ws_url(""))).await;
+        let refused = !matches!(attempt, Ok(Ok(_)));
+        (refused && hub.metric("mt_stream_connections_rejected_total").await >= 1.0).then_some(())
+    })
+    .await;
+    drop(silent);
+    wait_for("served again", || async {
+        tokio_tungstenite::connect_async(hub.ws_url("?channels=x")).await.ok().map(|_| ())
+    })
+    .await;
+}

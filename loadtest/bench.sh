@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs the BENCHMARKS.md load figures: the hub pinned to core 0, the load generator to core 1,
+# everything on 127.0.0.1, every run bounded. Prints each scenario's summary table.
+#
+#   loadtest/bench.sh            # all scenarios except the 10-minute churn (about 3 minutes)
+#   loadtest/bench.sh churn      # the 10-minute churn run
+#   HUB_BIN=/path/to/other/mt-stream loadtest/bench.sh idle   # compare another build
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+cargo build --release --locked -p mt-stream -p loadtest >&2
+HUB_BIN="${HUB_BIN:-$ROOT/target/release/mt-stream}"
+LOAD="$ROOT/target/release/loadtest"
+TOKEN=loadtest-token-0123456789
+PUBLIC=127.0.0.1:18080
+ADMIN=127.0.0.1:19090
+REDIS_PORT=16399
+HUB_PID=""
+REDIS_PID=""
+
+stop_hub() {
+  if [[ -n "$HUB_PID" ]]; then kill "$HUB_PID" 2>/dev/null || true; wait "$HUB_PID" 2>/dev/null || true; HUB_PID=""; fi
+}
+cleanup() {
+  stop_hub
+  if [[ -n "$REDIS_PID" ]]; then kill "$REDIS_PID" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+
+# start_hub [ENV=VALUE ...]: a fresh hub for each scenario, so memory figures start clean.
+start_hub() {
+  stop_hub
+  env MT_LISTEN=$PUBLIC MT_ADMIN_LISTEN=$ADMIN MT_PUBLISH_TOKEN=$TOKEN RUST_LOG=warn "$@" \
+    taskset -c 0 "$HUB_BIN" serve >/dev/null 2>&1 &
+  HUB_PID=$!
+  for _ in $(seq 1 100); do
+    if curl -sf "http://$ADMIN/readyz" >/dev/null; then return; fi
+    sleep 0.1
+  done
+  echo "hub did not become ready" >&2
+  exit 1
+}
+
+start_redis() {
+  if [[ -z "$REDIS_PID" ]]; then
+    redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+    REDIS_PID=$!
+    for _ in $(seq 1 50); do redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && return; sleep 0.1; done
+    echo "redis-server did not start" >&2
+    exit 1
+  fi
+}
+
+load() {
+  echo "## loadtest $*"
+  taskset -c 1 "$LOAD" "$@" --hub $PUBLIC --admin $ADMIN --token $TOKEN --hub-pid "$HUB_PID" 2>/dev/null
+  echo
+}
+
+metrics_batching() {
+  local d f
+  d=$(curl -s "http://$ADMIN/metrics" | awk '/^mt_stream_deliveries_total/ {print $2}')
+  f=$(curl -s "http://$ADMIN/metrics" | awk '/^mt_stream_flushes_total/ {print $2}')
+  echo "frames per flush (deliveries_total / flushes_total): $(awk -v d="$d" -v f="$f" 'BEGIN { printf "%.2f", d / f }')"
+  echo
+}
+
+case "${1:-all}" in
+  churn)
+    start_hub
+    load churn --clients 1000 --channels 10 --rate 100 --duration 600 --churn-max-ms 2000
+    ;;
+  idle)
+    for n in 1000 5000 10000; do start_hub MT_MAX_CONNECTIONS=10000 MT_MEMORY_LIMIT=8Gi; load idle --clients $n --duration 5; done
+    ;;
+  all)
+    for n in 1000 5000 10000; do start_hub MT_MAX_CONNECTIONS=10000 MT_MEMORY_LIMIT=8Gi; load idle --clients $n --duration 5; done
+    for rate in 10 100 300 600; do start_hub; load steady --clients 1000 --rate $rate --size 256 --duration 10; metrics_batching; done
+    for n in 5000 10000; do
+      start_hub MT_MAX_CONNECTIONS=10000 MT_MEMORY_LIMIT=8Gi
+      load steady --clients $n --rate $((300000 / n)) --size 256 --duration 10
+    done
+    start_hub; load steady --clients 900 --rate 500 --size 1024 --duration 10
+    start_hub; load slow --clients 1000 --rate 500 --size 1024 --duration 10 --slow-fraction 0.1
+    start_hub; load ramp --clients 1000 --rate 10 --ramp-factor 1.5 --duration 5 --p99-bound-ms 20 || true
+    start_hub; load reconnect --clients 1000 --channels 10
+    start_redis
+    start_hub REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+    load steady --clients 1000 --channels 100 --rate 20000 --size 256 --duration 10 --redis-url redis://127.0.0.1:$REDIS_PORT
+    metrics_batching
+    ;;
+  *)
+    echo "usage: $0 [all|idle|churn]" >&2
+    exit 2
+    ;;
+esac
