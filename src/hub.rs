@@ -32,8 +32,16 @@ pub struct Session {
     started: Instant,
     /// Nanoseconds after `started` when the peer last sent anything (reader writes, writer reads).
     last_seen_ns: AtomicU64,
-    /// Channels this connection listens to; changed only by its reader, read at clean-up.
-    channels: Mutex<Vec<ChannelName>>,
+    /// Channels this connection listens to; changed by its reader, emptied at clean-up.
+    channels: Mutex<SessionChannels>,
+}
+
+#[derive(Default)]
+struct SessionChannels {
+    list: Vec<ChannelName>,
+    /// Set by [`Hub::close_session`]: a subscribe that races with clean-up (a reader not yet
+    /// stopped) must not re-register a finished connection.
+    closed: bool,
 }
 
 impl Session {
@@ -49,7 +57,7 @@ impl Session {
 
     /// The channels this connection listens to.
     pub fn channels(&self) -> Vec<ChannelName> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).list.clone()
     }
 }
 
@@ -143,7 +151,7 @@ impl Hub {
             ),
             started: Instant::now(),
             last_seen_ns: AtomicU64::new(0),
-            channels: Mutex::new(Vec::new()),
+            channels: Mutex::new(SessionChannels::default()),
         });
         self.sessions.insert(id, Arc::clone(&session));
         session
@@ -151,7 +159,11 @@ impl Hub {
 
     /// Removes a finished connection from every channel and from the registry.
     pub fn close_session(&self, session: &Arc<Session>) {
-        let channels = std::mem::take(&mut *session.channels.lock().unwrap_or_else(|p| p.into_inner()));
+        let channels = {
+            let mut mine = session.channels.lock().unwrap_or_else(|p| p.into_inner());
+            mine.closed = true;
+            std::mem::take(&mut mine.list)
+        };
         for channel in &channels {
             self.remove_subscriber(channel, session.id);
         }
@@ -165,7 +177,11 @@ impl Hub {
 
     /// Subscribes a connection; returns the channels it now listens to among those asked.
     pub fn subscribe(&self, session: &Arc<Session>, channels: &[ChannelName]) -> Result<(), RequestError> {
-        let mut mine = session.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = session.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.closed {
+            return Ok(());
+        }
+        let mine = &mut guard.list;
         let new: Vec<&ChannelName> = channels.iter().filter(|c| !mine.contains(c)).collect();
         if mine.len() + new.len() > MAX_CHANNELS_PER_CONNECTION {
             return Err(RequestError::TooManyChannels { max: MAX_CHANNELS_PER_CONNECTION });
@@ -193,7 +209,8 @@ impl Hub {
 
     /// Unsubscribes a connection from the channels it listens to among those given.
     pub fn unsubscribe(&self, session: &Arc<Session>, channels: &[ChannelName]) {
-        let mut mine = session.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = session.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = &mut guard.list;
         for channel in channels {
             if let Some(at) = mine.iter().position(|c| c == channel) {
                 mine.swap_remove(at);
@@ -382,6 +399,17 @@ mod tests {
         assert!(a.channels().is_empty(), "nothing subscribed on refusal");
         hub.subscribe(&a, &many[..MAX_CHANNELS_PER_CONNECTION]).unwrap();
         assert_eq!(a.channels().len(), MAX_CHANNELS_PER_CONNECTION);
+    }
+
+    /// A subscribe that arrives after clean-up does not bring a finished connection back.
+    #[test]
+    fn no_subscribe_after_close() {
+        let (hub, _) = hub();
+        let a = hub.open_session();
+        hub.close_session(&a);
+        hub.subscribe(&a, &[name("x")]).unwrap();
+        assert!(!hub.has_subscribers(&name("x")));
+        assert!(a.channels().is_empty());
     }
 
     /// Ids are decimal without allocation.

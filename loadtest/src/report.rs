@@ -123,7 +123,8 @@ impl Summary {
     }
 }
 
-/// A latency CDF (x: latency, log scale; y: share of events) as a standalone SVG.
+/// A latency CDF as a standalone SVG: x is latency (log scale), y the share of events on a
+/// "nines" scale (0%, 90%, 99%, 99.9%, 99.99%), so the tail is as readable as the median.
 pub fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
     let (w, hgt, left, bottom, top, right) = (720.0, 420.0, 70.0, 50.0, 40.0, 20.0);
     let plot_w = w - left - right;
@@ -131,7 +132,11 @@ pub fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
     let min_us = 10f64;
     let max_us = (h.max().max(100) as f64 * 1.2).max(1000.0);
     let x = |us: f64| left + (us.max(min_us).ln() - min_us.ln()) / (max_us.ln() - min_us.ln()) * plot_w;
-    let y = |q: f64| top + (1.0 - q) * plot_h;
+    const NINES: f64 = 4.0;
+    let y = |q: f64| {
+        let nines = if q >= 1.0 { NINES } else { (-(1.0 - q).log10()).clamp(0.0, NINES) };
+        top + (1.0 - nines / NINES) * plot_h
+    };
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -151,7 +156,7 @@ pub fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
         );
         tick *= 10.0;
     }
-    for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+    for q in [0.0, 0.5, 0.9, 0.99, 0.999, 0.9999] {
         let _ = write!(
             svg,
             r##"<line x1="{left}" y1="{0}" x2="{1}" y2="{0}" stroke="#ddd"/><text x="{2}" y="{3}" text-anchor="end">{4}%</text>"##,
