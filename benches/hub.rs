@@ -21,7 +21,7 @@ fn hub() -> Arc<Hub> {
 }
 
 fn payload(size: usize) -> Vec<u8> {
-    let mut body = format!("{{\"seq\":1,\"pad\":\"");
+    let mut body = String::from("{\"seq\":1,\"pad\":\"");
     body.push_str(&"x".repeat(size.saturating_sub(body.len() + 2)));
     body.push_str("\"}");
     body.into_bytes()
@@ -77,7 +77,8 @@ fn encode(c: &mut Criterion) {
 /// Two threads subscribing and unsubscribing their own sessions across 100 shared channels.
 fn registry_churn(c: &mut Criterion) {
     let mut group = c.benchmark_group("registry_churn");
-    let channels: Arc<Vec<ChannelName>> = Arc::new((0..100).map(|i| ChannelName::new(&format!("c{i}")).unwrap()).collect());
+    let channels: Arc<Vec<ChannelName>> =
+        Arc::new((0..100).map(|i| ChannelName::new(&format!("c{i}")).unwrap()).collect());
     group.throughput(Throughput::Elements(2));
     group.bench_function("two_threads_subscribe_unsubscribe", |b| {
         b.iter_custom(|iterations| {

@@ -64,10 +64,9 @@ fn metrics(app: &App) -> Response<Body> {
         return text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {error}\n"));
     }
     let mut response = text(StatusCode::OK, body);
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     response
 }
 
@@ -75,8 +74,8 @@ fn metrics(app: &App) -> Response<Body> {
 fn token_matches(expected: &str, given: &str) -> bool {
     let (a, b) = (expected.as_bytes(), given.as_bytes());
     let mut difference = (a.len() != b.len()) as u8;
-    for i in 0..a.len() {
-        difference |= a[i] ^ b.get(i).copied().unwrap_or(0);
+    for (i, expected_byte) in a.iter().enumerate() {
+        difference |= expected_byte ^ b.get(i).copied().unwrap_or(0);
     }
     difference == 0
 }

@@ -53,7 +53,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u64); 3] = [("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
         for (suffix, unit) in UNITS {
-            if self.0 >= unit && self.0 % unit == 0 {
+            if self.0 >= unit && self.0.is_multiple_of(unit) {
                 return write!(f, "{}{}", self.0 / unit, suffix);
             }
         }
@@ -71,9 +71,7 @@ impl FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.trim();
-        let digits_end = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, suffix) = text.split_at(digits_end);
         let multiplier: u64 = match suffix {
             "" => 1,
@@ -167,11 +165,7 @@ pub enum BudgetError {
     #[error(
         "{max_connections} connections need {committed} of queues and socket buffers, more than half of the {memory_limit} memory limit"
     )]
-    TooManyConnections {
-        max_connections: usize,
-        memory_limit: ByteSize,
-        committed: ByteSize,
-    },
+    TooManyConnections { max_connections: usize, memory_limit: ByteSize, committed: ByteSize },
     #[error("heartbeat interval {0:?} is shorter than 10ms")]
     HeartbeatTooShort(Duration),
 }
@@ -218,10 +212,7 @@ mod tests {
     /// A budget that would spend the memory on queues and socket buffers is refused.
     #[test]
     fn overcommitted_budget_is_refused() {
-        let budget = Budget {
-            max_connections: NonZeroUsize::new(100_000).unwrap(),
-            ..Budget::default()
-        };
+        let budget = Budget { max_connections: NonZeroUsize::new(100_000).unwrap(), ..Budget::default() };
         assert!(matches!(budget.validate(), Err(BudgetError::TooManyConnections { .. })));
     }
 

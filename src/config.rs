@@ -97,8 +97,7 @@ fn invalid(setting: &'static str, reason: impl ToString) -> ConfigError {
 }
 
 fn socket_addr(setting: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|_| invalid(setting, format!("expected host:port such as 0.0.0.0:8080, got {text:?}")))
+    text.parse().map_err(|_| invalid(setting, format!("expected host:port such as 0.0.0.0:8080, got {text:?}")))
 }
 
 fn positive_integer(setting: &'static str, text: &str) -> Result<u64, ConfigError> {
@@ -120,26 +119,26 @@ impl Config {
             None | Some("") => SourceConfig::Embedded,
             Some(url) => {
                 if !url.starts_with("redis://") {
-                    return Err(invalid("REDIS_URL", format!("expected redis://[:password@]host:port[/db], got {url:?}")));
+                    return Err(invalid(
+                        "REDIS_URL",
+                        format!("expected redis://[:password@]host:port[/db], got {url:?}"),
+                    ));
                 }
                 fred::types::config::Config::from_url(url).map_err(|e| invalid("REDIS_URL", e))?;
                 SourceConfig::Redis { url: url.to_owned() }
             }
         };
-        let channel_prefix =
-            ChannelPrefix::new(&args.channel_prefix).map_err(|e| invalid("MT_CHANNEL_PREFIX", e))?;
+        let channel_prefix = ChannelPrefix::new(&args.channel_prefix).map_err(|e| invalid("MT_CHANNEL_PREFIX", e))?;
 
         let max_connections = positive_integer("MT_MAX_CONNECTIONS", &args.max_connections)?;
-        let max_connections = NonZeroUsize::new(max_connections as usize)
-            .expect("positive_integer returns a non-zero value");
+        let max_connections =
+            NonZeroUsize::new(max_connections as usize).expect("positive_integer returns a non-zero value");
         let memory_limit = match &args.memory_limit {
             Some(text) => text.parse::<ByteSize>().map_err(|e| invalid("MT_MEMORY_LIMIT", e))?,
             None => cgroup_limit.unwrap_or(budget::DEFAULT_MEMORY_LIMIT),
         };
-        let heartbeat_interval = Duration::from_millis(positive_integer(
-            "MT_HEARTBEAT_INTERVAL_MS",
-            &args.heartbeat_interval_ms,
-        )?);
+        let heartbeat_interval =
+            Duration::from_millis(positive_integer("MT_HEARTBEAT_INTERVAL_MS", &args.heartbeat_interval_ms)?);
         let budget = Budget { max_connections, memory_limit, heartbeat_interval };
         budget.validate().map_err(|e| match e {
             budget::BudgetError::HeartbeatTooShort(_) => invalid("MT_HEARTBEAT_INTERVAL_MS", e),
@@ -170,11 +169,9 @@ impl Config {
             }
             Some(token) => Some(token.to_owned()),
         };
-        let drain_seconds = args
-            .drain_seconds
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| invalid("MT_DRAIN_SECONDS", format!("expected whole seconds, got {:?}", args.drain_seconds)))?;
+        let drain_seconds = args.drain_seconds.trim().parse::<u64>().map_err(|_| {
+            invalid("MT_DRAIN_SECONDS", format!("expected whole seconds, got {:?}", args.drain_seconds))
+        })?;
         let log_format = match args.log_format.trim() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -266,9 +263,6 @@ mod tests {
     #[test]
     fn origins_are_parsed() {
         let config = parse(&["--allowed-origins", "https://a.dev/, http://localhost:3000"]).unwrap();
-        assert_eq!(
-            config.allowed_origins,
-            Some(vec!["https://a.dev".to_owned(), "http://localhost:3000".to_owned()])
-        );
+        assert_eq!(config.allowed_origins, Some(vec!["https://a.dev".to_owned(), "http://localhost:3000".to_owned()]));
     }
 }

@@ -119,9 +119,7 @@ impl Hub {
     /// Takes a connection slot, or `None` at the cap.
     pub fn try_admit(self: &Arc<Self>) -> Option<Admission> {
         let max = self.budget.max_connections.get();
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()?;
+        self.connections.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
         self.metrics.connections.inc();
         Some(Admission { hub: Arc::clone(self) })
     }
@@ -264,11 +262,8 @@ impl Hub {
         inner.last_id += 1;
         let mut id_text = itoa_buffer();
         let id = format_id(&mut id_text, inner.last_id);
-        let event = Arc::new(Event {
-            frame: protocol::encode_event(channel, id, payload),
-            received_at,
-            is_delivery: true,
-        });
+        let event =
+            Arc::new(Event { frame: protocol::encode_event(channel, id, payload), received_at, is_delivery: true });
         let mut queued = 0;
         for session in &inner.subscribers {
             match session.outbound.push(&event) {

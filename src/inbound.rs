@@ -142,9 +142,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             let header = self.header().await?;
             self.fill(header.header_len + header.payload_len).await?;
-            let mask: [u8; 4] = self.buffer[header.header_len - 4..header.header_len]
-                .try_into()
-                .expect("the mask was read");
+            let mask: [u8; 4] =
+                self.buffer[header.header_len - 4..header.header_len].try_into().expect("the mask was read");
             self.buffer.advance(header.header_len);
             let mut payload = self.buffer.split_to(header.payload_len).to_vec();
             for (i, byte) in payload.iter_mut().enumerate() {

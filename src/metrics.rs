@@ -134,25 +134,17 @@ impl Metrics {
             source_lagged_messages: Counter::default(),
             source_last_event_age_seconds: Gauge::default(),
             // 50 µs .. ~1.6 s
-            delivery_lag_seconds: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 16),
-            ),
+            delivery_lag_seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_05, 2.0, 16,
+            )),
             // 64 B .. 4 MiB
-            queue_depth_bytes: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(64.0, 4.0, 9),
-            ),
+            queue_depth_bytes: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(64.0, 4.0, 9)),
             // 1 .. 4096 frames
-            batch_frames: Histogram::new(
-                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 13),
-            ),
+            batch_frames: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 13)),
         };
         let r = registry.sub_registry_with_prefix("mt_stream");
         r.register("connections", "Open WebSocket connections", metrics.connections.clone());
-        r.register(
-            "connections_rejected",
-            "Upgrades refused, by reason",
-            metrics.connections_rejected.clone(),
-        );
+        r.register("connections_rejected", "Upgrades refused, by reason", metrics.connections_rejected.clone());
         r.register("connections_closed", "Connections ended, by reason", metrics.connections_closed.clone());
         r.register("messages_received", "Events received from the source", metrics.messages_received.clone());
         r.register("messages_published", "Events published through this hub", metrics.messages_published.clone());

@@ -126,9 +126,7 @@ impl RequestError {
     /// The `code` field of the error message.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Malformed(_) | Self::UnknownOp(_) | Self::ChannelCount { .. } | Self::Binary => {
-                "bad_request"
-            }
+            Self::Malformed(_) | Self::UnknownOp(_) | Self::ChannelCount { .. } | Self::Binary => "bad_request",
             Self::BadChannel(_) => "bad_channel",
             Self::TooManyChannels { .. } => "too_many_channels",
         }
@@ -164,9 +162,7 @@ impl ClientMessage {
 }
 
 /// Parses a list of channel names, dropping duplicates and keeping the first-seen order.
-pub fn parse_channel_list<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-) -> Result<Vec<ChannelName>, RequestError> {
+pub fn parse_channel_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<ChannelName>, RequestError> {
     let mut channels: Vec<ChannelName> = Vec::new();
     for name in names {
         let channel = ChannelName::new(name)?;

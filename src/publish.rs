@@ -77,7 +77,12 @@ pub async fn run(args: PublishArgs) -> Result<Option<i64>, PublishCliError> {
     tokio::time::timeout(TIMEOUT, work).await.map_err(|_| PublishCliError::Timeout(TIMEOUT))?
 }
 
-async fn publish_http(addr: &str, token: Option<&str>, channel: &ChannelName, data: String) -> Result<(), PublishCliError> {
+async fn publish_http(
+    addr: &str,
+    token: Option<&str>,
+    channel: &ChannelName,
+    data: String,
+) -> Result<(), PublishCliError> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|source| PublishCliError::Connect { addr: addr.to_owned(), source })?;

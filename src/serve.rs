@@ -61,7 +61,8 @@ pub async fn run(
         SourceConfig::Redis { url } => {
             let (interest_tx, interest_rx) = mpsc::unbounded_channel();
             let hub = Arc::new(Hub::new(config.budget, metrics, Some(interest_tx)));
-            let redis = RedisSource::start(url, config.channel_prefix.clone(), Arc::clone(&hub), interest_rx, &shutdown)?;
+            let redis =
+                RedisSource::start(url, config.channel_prefix.clone(), Arc::clone(&hub), interest_rx, &shutdown)?;
             (Source::Redis(redis), hub)
         }
     };

@@ -149,7 +149,12 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
         return refuse(app, RejectReason::Draining, StatusCode::SERVICE_UNAVAILABLE, "server is draining".into());
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
-        return refuse(app, RejectReason::BadRequest, StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade".into());
+        return refuse(
+            app,
+            RejectReason::BadRequest,
+            StatusCode::UPGRADE_REQUIRED,
+            "expected a WebSocket upgrade".into(),
+        );
     }
     if let Some(allowed) = &app.config.allowed_origins {
         if !origin_allowed(allowed, request.headers().get(ORIGIN)) {

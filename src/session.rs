@@ -24,9 +24,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::hub::{Hub, Session};
+use crate::inbound::{ClientFrame, FrameReader, ReadError};
 use crate::metrics::CloseReason;
 use crate::outbound::{Close, Event};
-use crate::inbound::{ClientFrame, FrameReader, ReadError};
 use crate::protocol::{self, ChannelName, ClientMessage, RequestError};
 use crate::wire::{self, CloseCode};
 
@@ -153,7 +153,9 @@ fn close_for_read_error(error: &ReadError) -> Close {
 enum WriteOutcome {
     Done,
     /// Closing was requested mid-batch; `partial` is the rest of a frame already begun.
-    Interrupted { partial: Option<Bytes> },
+    Interrupted {
+        partial: Option<Bytes>,
+    },
     Failed,
 }
 
@@ -346,9 +348,8 @@ mod tests {
     fn first_pings_are_spread() {
         let interval = Duration::from_secs(30);
         let start = Instant::now();
-        let offsets: Vec<f64> = (1..=1000u64)
-            .map(|seed| (Heartbeat::new(interval, seed).next_ping - start).as_secs_f64())
-            .collect();
+        let offsets: Vec<f64> =
+            (1..=1000u64).map(|seed| (Heartbeat::new(interval, seed).next_ping - start).as_secs_f64()).collect();
         let min = offsets.iter().cloned().fold(f64::MAX, f64::min);
         let max = offsets.iter().cloned().fold(0.0, f64::max);
         assert!(min >= 15.0 && max < 45.5, "{min}..{max}");

@@ -24,10 +24,11 @@ use tower_test::mock;
 
 const NAMESPACE: &str = "monkeytown-staging";
 const NAME: &str = "monkeytown-staging-event-stream";
-const HPA_PATH: &str = "/apis/autoscaling/v2/namespaces/monkeytown-staging/horizontalpodautoscalers/monkeytown-staging-event-stream";
-const PDB_PATH: &str = "/apis/policy/v1/namespaces/monkeytown-staging/poddisruptionbudgets/monkeytown-staging-event-stream";
-const DEPLOYMENT_PATH: &str =
-    "/apis/apps/v1/namespaces/monkeytown-staging/deployments/monkeytown-staging-event-stream";
+const HPA_PATH: &str =
+    "/apis/autoscaling/v2/namespaces/monkeytown-staging/horizontalpodautoscalers/monkeytown-staging-event-stream";
+const PDB_PATH: &str =
+    "/apis/policy/v1/namespaces/monkeytown-staging/poddisruptionbudgets/monkeytown-staging-event-stream";
+const DEPLOYMENT_PATH: &str = "/apis/apps/v1/namespaces/monkeytown-staging/deployments/monkeytown-staging-event-stream";
 
 /// What the mock API server answers to one expected request.
 enum Reply {
@@ -49,11 +50,7 @@ struct Exchange {
 }
 
 fn exchange(method: Method, path: &'static str, reply: Reply) -> Exchange {
-    Exchange {
-        method,
-        path,
-        reply,
-    }
+    Exchange { method, path, reply }
 }
 
 /// A request the mock saw.
@@ -73,30 +70,16 @@ impl Seen {
 }
 
 /// Runs `script` against `deploy`'s apply with `options`; returns the result and the requests.
-async fn play(
-    script: Vec<Exchange>,
-    options: ApplyOptions,
-) -> (Result<Report, ApplyError>, Vec<Seen>) {
+async fn play(script: Vec<Exchange>, options: ApplyOptions) -> (Result<Report, ApplyError>, Vec<Seen>) {
     let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut seen = Vec::new();
         for step in script {
             let Some((request, respond)) = handle.next_request().await else {
-                return (
-                    seen,
-                    Some(format!(
-                        "no request came; expected {} {}",
-                        step.method, step.path
-                    )),
-                );
+                return (seen, Some(format!("no request came; expected {} {}", step.method, step.path)));
             };
             let (parts, body) = request.into_parts();
-            let body = body
-                .collect()
-                .await
-                .expect("request body")
-                .to_bytes()
-                .to_vec();
+            let body = body.collect().await.expect("request body").to_bytes().to_vec();
             let query = parts
                 .uri
                 .query()
@@ -121,10 +104,7 @@ async fn play(
                 body,
             };
             if request.method != step.method || request.path != step.path {
-                let error = format!(
-                    "expected {} {}, got {} {}",
-                    step.method, step.path, request.method, request.path
-                );
+                let error = format!("expected {} {}, got {} {}", step.method, step.path, request.method, request.path);
                 seen.push(request);
                 return (seen, Some(error));
             }
@@ -139,10 +119,8 @@ async fn play(
                     json_response(status, &stored(request.json(), resource_version))
                 }
                 Reply::ConnectionRefused => {
-                    respond.send_error(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionRefused,
-                        "connection refused",
-                    ));
+                    respond
+                        .send_error(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
                     seen.push(request);
                     continue;
                 }
@@ -160,12 +138,9 @@ async fn play(
         budget: Budget::default(),
         connections_metric: false,
     });
-    let result = tokio::time::timeout(
-        Duration::from_secs(10),
-        apply::apply(&client, NAMESPACE, &objects, options),
-    )
-    .await
-    .expect("apply finishes");
+    let result = tokio::time::timeout(Duration::from_secs(10), apply::apply(&client, NAMESPACE, &objects, options))
+        .await
+        .expect("apply finishes");
     drop(client);
     let (seen, error) = server.await.expect("mock server task");
     if let Some(error) = error {
@@ -236,12 +211,7 @@ fn not_found(group: &str, kind: &str, name: &str) -> Reply {
     let message = format!("{kind}.{group} \"{name}\" not found");
     Reply::Json(
         StatusCode::NOT_FOUND,
-        status(
-            404,
-            "NotFound",
-            &message,
-            json!({ "name": name, "group": group, "kind": kind }),
-        ),
+        status(404, "NotFound", &message, json!({ "name": name, "group": group, "kind": kind })),
     )
 }
 
@@ -252,20 +222,13 @@ fn discovery_ok() -> Vec<Exchange> {
             "/apis/autoscaling/v2",
             Reply::Json(
                 StatusCode::OK,
-                discovery(
-                    "autoscaling/v2",
-                    "horizontalpodautoscalers",
-                    "HorizontalPodAutoscaler",
-                ),
+                discovery("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
             ),
         ),
         exchange(
             Method::GET,
             "/apis/policy/v1",
-            Reply::Json(
-                StatusCode::OK,
-                discovery("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
-            ),
+            Reply::Json(StatusCode::OK, discovery("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget")),
         ),
     ]
 }
@@ -290,26 +253,10 @@ fn deployment_exists() -> Exchange {
 fn fresh_script() -> Vec<Exchange> {
     let mut script = discovery_ok();
     script.extend([
-        exchange(
-            Method::GET,
-            HPA_PATH,
-            not_found("autoscaling", "horizontalpodautoscalers", NAME),
-        ),
-        exchange(
-            Method::PATCH,
-            HPA_PATH,
-            Reply::Echo(StatusCode::CREATED, "1001"),
-        ),
-        exchange(
-            Method::GET,
-            PDB_PATH,
-            not_found("policy", "poddisruptionbudgets", NAME),
-        ),
-        exchange(
-            Method::PATCH,
-            PDB_PATH,
-            Reply::Echo(StatusCode::CREATED, "1002"),
-        ),
+        exchange(Method::GET, HPA_PATH, not_found("autoscaling", "horizontalpodautoscalers", NAME)),
+        exchange(Method::PATCH, HPA_PATH, Reply::Echo(StatusCode::CREATED, "1001")),
+        exchange(Method::GET, PDB_PATH, not_found("policy", "poddisruptionbudgets", NAME)),
+        exchange(Method::PATCH, PDB_PATH, Reply::Echo(StatusCode::CREATED, "1002")),
         deployment_exists(),
     ]);
     script
@@ -331,26 +278,17 @@ async fn first_apply_creates_both_with_server_side_apply() {
     let report = result.expect("apply succeeds");
     assert_eq!(
         outcomes(&report),
-        [
-            ("horizontalpodautoscaler.autoscaling", Outcome::Created),
-            ("poddisruptionbudget.policy", Outcome::Created)
-        ]
+        [("horizontalpodautoscaler.autoscaling", Outcome::Created), ("poddisruptionbudget.policy", Outcome::Created)]
     );
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
-    assert_eq!(
-        report.applied[0].to_string(),
-        format!("horizontalpodautoscaler.autoscaling/{NAME} created")
-    );
+    assert_eq!(report.applied[0].to_string(), format!("horizontalpodautoscaler.autoscaling/{NAME} created"));
 
     let (hpa, pdb) = built();
     let patches: Vec<_> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
     assert_eq!(patches.len(), 2);
     for (patch, (path, body)) in patches.iter().zip([(HPA_PATH, &hpa), (PDB_PATH, &pdb)]) {
         assert_eq!(patch.path, path);
-        assert_eq!(
-            patch.content_type.as_deref(),
-            Some("application/apply-patch+yaml")
-        );
+        assert_eq!(patch.content_type.as_deref(), Some("application/apply-patch+yaml"));
         assert_eq!(
             patch.query,
             BTreeMap::from([("fieldManager".to_owned(), "mt-stream".to_owned())]),
@@ -366,24 +304,13 @@ async fn reapply_of_the_same_objects_is_unchanged() {
     let (hpa, pdb) = built();
     let mut script = discovery_ok();
     script.extend([
-        exchange(
-            Method::GET,
-            HPA_PATH,
-            Reply::Json(StatusCode::OK, stored(hpa, "500")),
-        ),
+        exchange(Method::GET, HPA_PATH, Reply::Json(StatusCode::OK, stored(hpa, "500"))),
         exchange(Method::PATCH, HPA_PATH, Reply::Echo(StatusCode::OK, "500")),
-        exchange(
-            Method::GET,
-            PDB_PATH,
-            Reply::Json(StatusCode::OK, stored(pdb, "501")),
-        ),
+        exchange(Method::GET, PDB_PATH, Reply::Json(StatusCode::OK, stored(pdb, "501"))),
         exchange(Method::PATCH, PDB_PATH, Reply::Echo(StatusCode::OK, "501")),
         deployment_exists(),
     ]);
-    let report = play(script, ApplyOptions::default())
-        .await
-        .0
-        .expect("apply succeeds");
+    let report = play(script, ApplyOptions::default()).await.0.expect("apply succeeds");
     assert_eq!(
         outcomes(&report),
         [
@@ -400,24 +327,13 @@ async fn apply_over_a_different_spec_is_configured() {
     hpa["spec"]["maxReplicas"] = json!(3);
     let mut script = discovery_ok();
     script.extend([
-        exchange(
-            Method::GET,
-            HPA_PATH,
-            Reply::Json(StatusCode::OK, stored(hpa, "500")),
-        ),
+        exchange(Method::GET, HPA_PATH, Reply::Json(StatusCode::OK, stored(hpa, "500"))),
         exchange(Method::PATCH, HPA_PATH, Reply::Echo(StatusCode::OK, "777")),
-        exchange(
-            Method::GET,
-            PDB_PATH,
-            Reply::Json(StatusCode::OK, stored(pdb, "501")),
-        ),
+        exchange(Method::GET, PDB_PATH, Reply::Json(StatusCode::OK, stored(pdb, "501"))),
         exchange(Method::PATCH, PDB_PATH, Reply::Echo(StatusCode::OK, "501")),
         deployment_exists(),
     ]);
-    let report = play(script, ApplyOptions::default())
-        .await
-        .0
-        .expect("apply succeeds");
+    let report = play(script, ApplyOptions::default()).await.0.expect("apply succeeds");
     assert_eq!(
         outcomes(&report),
         [
@@ -435,32 +351,13 @@ async fn dry_run_sends_dry_run_all() {
     hpa["spec"]["minReplicas"] = json!(1);
     let mut script = discovery_ok();
     script.extend([
-        exchange(
-            Method::GET,
-            HPA_PATH,
-            Reply::Json(StatusCode::OK, stored(hpa, "500")),
-        ),
+        exchange(Method::GET, HPA_PATH, Reply::Json(StatusCode::OK, stored(hpa, "500"))),
         exchange(Method::PATCH, HPA_PATH, Reply::Echo(StatusCode::OK, "500")),
-        exchange(
-            Method::GET,
-            PDB_PATH,
-            not_found("policy", "poddisruptionbudgets", NAME),
-        ),
-        exchange(
-            Method::PATCH,
-            PDB_PATH,
-            Reply::Echo(StatusCode::CREATED, ""),
-        ),
+        exchange(Method::GET, PDB_PATH, not_found("policy", "poddisruptionbudgets", NAME)),
+        exchange(Method::PATCH, PDB_PATH, Reply::Echo(StatusCode::CREATED, "")),
         deployment_exists(),
     ]);
-    let (result, seen) = play(
-        script,
-        ApplyOptions {
-            dry_run: true,
-            force_conflicts: false,
-        },
-    )
-    .await;
+    let (result, seen) = play(script, ApplyOptions { dry_run: true, force_conflicts: false }).await;
     let report = result.expect("dry run succeeds");
     assert_eq!(
         report.applied,
@@ -471,39 +368,21 @@ async fn dry_run_sends_dry_run_all() {
                 outcome: Outcome::Configured,
                 dry_run: true
             },
-            Applied {
-                kind: "poddisruptionbudget.policy",
-                name: NAME.into(),
-                outcome: Outcome::Created,
-                dry_run: true
-            },
+            Applied { kind: "poddisruptionbudget.policy", name: NAME.into(), outcome: Outcome::Created, dry_run: true },
         ]
     );
-    assert_eq!(
-        report.applied[1].to_string(),
-        format!("poddisruptionbudget.policy/{NAME} created (server dry run)")
-    );
+    assert_eq!(report.applied[1].to_string(), format!("poddisruptionbudget.policy/{NAME} created (server dry run)"));
     for patch in seen.iter().filter(|s| s.method == Method::PATCH) {
         assert_eq!(patch.query.get("dryRun").map(String::as_str), Some("All"));
         assert_eq!(patch.query.get("force"), None);
-        assert_eq!(
-            patch.query.get("fieldManager").map(String::as_str),
-            Some("mt-stream")
-        );
+        assert_eq!(patch.query.get("fieldManager").map(String::as_str), Some("mt-stream"));
     }
 }
 
 /// --force-conflicts sends force=true on both PATCHes (and only then: see the first test).
 #[tokio::test]
 async fn force_conflicts_sends_force() {
-    let (result, seen) = play(
-        fresh_script(),
-        ApplyOptions {
-            dry_run: false,
-            force_conflicts: true,
-        },
-    )
-    .await;
+    let (result, seen) = play(fresh_script(), ApplyOptions { dry_run: false, force_conflicts: true }).await;
     result.expect("apply succeeds");
     let patches: Vec<_> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
     assert_eq!(patches.len(), 2);
@@ -518,15 +397,8 @@ async fn force_conflicts_sends_force() {
 async fn missing_deployment_is_a_warning() {
     let mut script = fresh_script();
     script.pop();
-    script.push(exchange(
-        Method::GET,
-        DEPLOYMENT_PATH,
-        not_found("apps", "deployments", NAME),
-    ));
-    let report = play(script, ApplyOptions::default())
-        .await
-        .0
-        .expect("apply succeeds");
+    script.push(exchange(Method::GET, DEPLOYMENT_PATH, not_found("apps", "deployments", NAME)));
+    let report = play(script, ApplyOptions::default()).await.0.expect("apply succeeds");
     assert_eq!(report.applied.len(), 2);
     assert_eq!(
         report.warnings,
@@ -560,10 +432,7 @@ async fn conflict_names_field_and_manager() {
             ),
         ),
     ]);
-    let error = play(script, ApplyOptions::default())
-        .await
-        .0
-        .expect_err("conflict");
+    let error = play(script, ApplyOptions::default()).await.0.expect_err("conflict");
     let (code, message) = exit_code(error);
     assert_eq!(code, 8);
     assert_eq!(
@@ -588,14 +457,16 @@ async fn forbidden_names_verb_and_resource() {
             HPA_PATH,
             Reply::Json(
                 StatusCode::FORBIDDEN,
-                status(403, "Forbidden", server_message, json!({ "name": NAME, "group": "autoscaling", "kind": "horizontalpodautoscalers" })),
+                status(
+                    403,
+                    "Forbidden",
+                    server_message,
+                    json!({ "name": NAME, "group": "autoscaling", "kind": "horizontalpodautoscalers" }),
+                ),
             ),
         ),
     ]);
-    let error = play(script, ApplyOptions::default())
-        .await
-        .0
-        .expect_err("forbidden");
+    let error = play(script, ApplyOptions::default()).await.0.expect_err("forbidden");
     let (code, message) = exit_code(error);
     assert_eq!(code, 5);
     assert_eq!(
@@ -610,17 +481,9 @@ async fn unauthorized_exits_5() {
     let script = vec![exchange(
         Method::GET,
         "/apis/autoscaling/v2",
-        Reply::Json(
-            StatusCode::UNAUTHORIZED,
-            status(401, "Unauthorized", "Unauthorized", json!(null)),
-        ),
+        Reply::Json(StatusCode::UNAUTHORIZED, status(401, "Unauthorized", "Unauthorized", json!(null))),
     )];
-    let (code, message) = exit_code(
-        play(script, ApplyOptions::default())
-            .await
-            .0
-            .expect_err("401"),
-    );
+    let (code, message) = exit_code(play(script, ApplyOptions::default()).await.0.expect_err("401"));
     assert_eq!(code, 5);
     assert_eq!(message, "unauthorized: the API server rejected the credentials (401) during get /apis/autoscaling/v2");
 }
@@ -630,45 +493,25 @@ async fn unauthorized_exits_5() {
 async fn missing_namespace_exits_6() {
     let mut script = discovery_ok();
     script.extend([
-        exchange(
-            Method::GET,
-            HPA_PATH,
-            not_found("autoscaling", "horizontalpodautoscalers", NAME),
-        ),
+        exchange(Method::GET, HPA_PATH, not_found("autoscaling", "horizontalpodautoscalers", NAME)),
         exchange(Method::PATCH, HPA_PATH, {
             let message = format!("namespaces \"{NAMESPACE}\" not found");
             Reply::Json(
                 StatusCode::NOT_FOUND,
-                status(
-                    404,
-                    "NotFound",
-                    &message,
-                    json!({ "name": NAMESPACE, "kind": "namespaces" }),
-                ),
+                status(404, "NotFound", &message, json!({ "name": NAMESPACE, "kind": "namespaces" })),
             )
         }),
     ]);
-    let (code, message) = exit_code(
-        play(script, ApplyOptions::default())
-            .await
-            .0
-            .expect_err("404"),
-    );
+    let (code, message) = exit_code(play(script, ApplyOptions::default()).await.0.expect_err("404"));
     assert_eq!(code, 6);
-    assert_eq!(
-        message,
-        format!("namespace {NAMESPACE} not found: create it (or pass --namespace) and retry")
-    );
+    assert_eq!(message, format!("namespace {NAMESPACE} not found: create it (or pass --namespace) and retry"));
 }
 
 /// A cluster that does not serve autoscaling/v2 (discovery 404) exits 7 before any write.
 #[tokio::test]
 async fn unserved_api_version_exits_7() {
-    let script = vec![exchange(
-        Method::GET,
-        "/apis/autoscaling/v2",
-        Reply::Text(StatusCode::NOT_FOUND, "404 page not found\n"),
-    )];
+    let script =
+        vec![exchange(Method::GET, "/apis/autoscaling/v2", Reply::Text(StatusCode::NOT_FOUND, "404 page not found\n"))];
     let (result, seen) = play(script, ApplyOptions::default()).await;
     let (code, message) = exit_code(result.expect_err("not served"));
     assert_eq!(code, 7);
@@ -691,38 +534,18 @@ async fn group_version_without_the_resource_exits_7() {
             json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1", "resources": [] }),
         ),
     );
-    let (code, message) = exit_code(
-        play(script, ApplyOptions::default())
-            .await
-            .0
-            .expect_err("not served"),
-    );
+    let (code, message) = exit_code(play(script, ApplyOptions::default()).await.0.expect_err("not served"));
     assert_eq!(code, 7);
-    assert!(
-        message.starts_with("API version policy/v1 is not served"),
-        "{message}"
-    );
+    assert!(message.starts_with("API version policy/v1 is not served"), "{message}");
 }
 
 /// A transport failure exits 4 and says which request could not reach the server.
 #[tokio::test]
 async fn unreachable_exits_4() {
-    let script = vec![exchange(
-        Method::GET,
-        "/apis/autoscaling/v2",
-        Reply::ConnectionRefused,
-    )];
-    let (code, message) = exit_code(
-        play(script, ApplyOptions::default())
-            .await
-            .0
-            .expect_err("unreachable"),
-    );
+    let script = vec![exchange(Method::GET, "/apis/autoscaling/v2", Reply::ConnectionRefused)];
+    let (code, message) = exit_code(play(script, ApplyOptions::default()).await.0.expect_err("unreachable"));
     assert_eq!(code, 4);
-    assert_eq!(
-        message,
-        "API server unreachable during get /apis/autoscaling/v2: connection refused"
-    );
+    assert_eq!(message, "API server unreachable during get /apis/autoscaling/v2: connection refused");
 }
 
 /// An unexpected API error (500) exits 1 and keeps the server's message.
@@ -734,20 +557,10 @@ async fn other_api_errors_exit_1() {
         HPA_PATH,
         Reply::Json(
             StatusCode::INTERNAL_SERVER_ERROR,
-            status(
-                500,
-                "InternalError",
-                "etcdserver: request timed out",
-                json!(null),
-            ),
+            status(500, "InternalError", "etcdserver: request timed out", json!(null)),
         ),
     ));
-    let (code, message) = exit_code(
-        play(script, ApplyOptions::default())
-            .await
-            .0
-            .expect_err("500"),
-    );
+    let (code, message) = exit_code(play(script, ApplyOptions::default()).await.0.expect_err("500"));
     assert_eq!(code, 1);
     assert_eq!(
         message,
@@ -782,22 +595,11 @@ fn binary_without_kubeconfig_exits_3() {
     let output = binary(&["--env", "dev"], &home);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.starts_with("mt-stream deploy: error: no kubeconfig: "),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("mt-stream deploy: error: no kubeconfig: "), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
     let missing = home.join("nope.yaml");
-    let output = binary(
-        &[
-            "--env",
-            "dev",
-            "--kubeconfig",
-            missing.to_str().expect("UTF-8 path"),
-        ],
-        &home,
-    );
+    let output = binary(&["--env", "dev", "--kubeconfig", missing.to_str().expect("UTF-8 path")], &home);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("nope.yaml does not exist"), "{stderr}");
@@ -823,21 +625,11 @@ fn binary_with_unreachable_server_exits_4() {
         ),
     )
     .expect("write kubeconfig");
-    let output = binary(
-        &[
-            "--env",
-            "dev",
-            "--kubeconfig",
-            kubeconfig.to_str().expect("UTF-8 path"),
-        ],
-        &home,
-    );
+    let output = binary(&["--env", "dev", "--kubeconfig", kubeconfig.to_str().expect("UTF-8 path")], &home);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(
-        stderr.starts_with(
-            "mt-stream deploy: error: API server unreachable during get /apis/autoscaling/v2: "
-        ),
+        stderr.starts_with("mt-stream deploy: error: API server unreachable during get /apis/autoscaling/v2: "),
         "{stderr}"
     );
     assert!(output.stdout.is_empty());

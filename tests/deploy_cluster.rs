@@ -35,30 +35,20 @@ fn applies_to_the_cluster_in_kubeconfig() {
         );
         return;
     }
-    let namespace =
-        std::env::var("MT_DEPLOY_TEST_NAMESPACE").unwrap_or_else(|_| "monkeytown-dev".into());
+    let namespace = std::env::var("MT_DEPLOY_TEST_NAMESPACE").unwrap_or_else(|_| "monkeytown-dev".into());
     let base = ["--env", "dev", "--namespace", namespace.as_str()];
     let name = "monkeytown-dev-event-stream";
 
     let (code, stdout, stderr) = deploy(&[&base[..], &["--dry-run"]].concat());
     assert_eq!(code, 0, "dry run failed:\n{stderr}");
-    assert!(
-        stdout.lines().all(|l| l.ends_with(" (server dry run)")),
-        "{stdout}"
-    );
+    assert!(stdout.lines().all(|l| l.ends_with(" (server dry run)")), "{stdout}");
 
     let (code, stdout, stderr) = deploy(&base);
     assert_eq!(code, 0, "apply failed:\n{stderr}");
     let lines: Vec<_> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
-    assert!(
-        lines[0].starts_with(&format!("horizontalpodautoscaler.autoscaling/{name} ")),
-        "{stdout}"
-    );
-    assert!(
-        lines[1].starts_with(&format!("poddisruptionbudget.policy/{name} ")),
-        "{stdout}"
-    );
+    assert!(lines[0].starts_with(&format!("horizontalpodautoscaler.autoscaling/{name} ")), "{stdout}");
+    assert!(lines[1].starts_with(&format!("poddisruptionbudget.policy/{name} ")), "{stdout}");
 
     let (code, stdout, stderr) = deploy(&base);
     assert_eq!(code, 0, "re-apply failed:\n{stderr}");

@@ -24,9 +24,7 @@ fn deploy(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mt-stream"));
     command.arg("deploy").args(args);
     // The budget variables of the developer's shell must not leak into the expectations.
-    command
-        .env_remove("MT_MAX_CONNECTIONS")
-        .env_remove("MT_MEMORY_LIMIT");
+    command.env_remove("MT_MAX_CONNECTIONS").env_remove("MT_MEMORY_LIMIT");
     command.envs(envs.iter().copied());
     command.output().expect("the mt-stream binary runs")
 }
@@ -35,16 +33,8 @@ fn print(env: &str, extra: &[&str], envs: &[(&str, &str)]) -> String {
     let mut args = vec!["--env", env, "--print"];
     args.extend_from_slice(extra);
     let output = deploy(&args, envs);
-    assert!(
-        output.status.success(),
-        "deploy --print failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.stderr.is_empty(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "deploy --print failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("UTF-8 YAML")
 }
 
@@ -63,13 +53,7 @@ fn memory_target(hpa: &HorizontalPodAutoscaler) -> String {
     let metrics = hpa.spec.metrics.as_ref().expect("metrics");
     let memory = metrics[1].resource.as_ref().expect("a resource metric");
     assert_eq!(memory.name, "memory");
-    memory
-        .target
-        .average_value
-        .as_ref()
-        .expect("averageValue")
-        .0
-        .clone()
+    memory.target.average_value.as_ref().expect("averageValue").0.clone()
 }
 
 /// For each env the printed YAML parses into the typed objects the builders make.
@@ -77,9 +61,7 @@ fn memory_target(hpa: &HorizontalPodAutoscaler) -> String {
 fn print_parses_into_the_built_objects() {
     for env in Environment::ALL {
         let yaml = print(env.as_str(), &[], &[]);
-        assert!(
-            yaml.starts_with("---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n")
-        );
+        assert!(yaml.starts_with("---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n"));
         let (hpa, pdb) = parse(&yaml);
         let expected = Objects::build(&Settings {
             environment: env,
@@ -106,28 +88,15 @@ fn print_is_stable() {
 /// MT_MEMORY_LIMIT / MT_MAX_CONNECTIONS change the targets, and the flags win over them.
 #[test]
 fn budget_environment_and_flags_change_the_output() {
-    let from_env = print(
-        "dev",
-        &["--connections-metric"],
-        &[("MT_MEMORY_LIMIT", "2Gi"), ("MT_MAX_CONNECTIONS", "2000")],
-    );
+    let from_env =
+        print("dev", &["--connections-metric"], &[("MT_MEMORY_LIMIT", "2Gi"), ("MT_MAX_CONNECTIONS", "2000")]);
     let (hpa, _) = parse(&from_env);
     assert_eq!(memory_target(&hpa), "1536Mi");
-    let pods = hpa.spec.metrics.as_ref().expect("metrics")[2]
-        .pods
-        .as_ref()
-        .expect("a Pods metric");
+    let pods = hpa.spec.metrics.as_ref().expect("metrics")[2].pods.as_ref().expect("a Pods metric");
     assert_eq!(pods.metric.name, "mt_stream_connections");
-    assert_eq!(
-        pods.target.average_value.as_ref().expect("averageValue").0,
-        "1400"
-    );
+    assert_eq!(pods.target.average_value.as_ref().expect("averageValue").0, "1400");
 
-    let flag_wins = print(
-        "dev",
-        &["--memory-limit", "4Gi"],
-        &[("MT_MEMORY_LIMIT", "2Gi")],
-    );
+    let flag_wins = print("dev", &["--memory-limit", "4Gi"], &[("MT_MEMORY_LIMIT", "2Gi")]);
     assert_eq!(memory_target(&parse(&flag_wins).0), "3Gi");
 }
 
@@ -137,36 +106,21 @@ fn release_flag_changes_labels() {
     let (hpa, pdb) = parse(&print("staging", &["--release", "mt-canary"], &[]));
     let labels = hpa.metadata.labels.expect("labels");
     assert_eq!(labels["app.kubernetes.io/instance"], "mt-canary");
-    let selector = pdb
-        .spec
-        .expect("spec")
-        .selector
-        .expect("selector")
-        .match_labels
-        .expect("labels");
+    let selector = pdb.spec.expect("spec").selector.expect("selector").match_labels.expect("labels");
     assert_eq!(selector["app.kubernetes.io/instance"], "mt-canary");
 }
 
 /// A budget that cannot hold and a bad release name exit 2 with a one-line reason.
 #[test]
 fn usage_errors_exit_2() {
-    let output = deploy(
-        &["--env", "dev", "--print", "--max-connections", "100000"],
-        &[],
-    );
+    let output = deploy(&["--env", "dev", "--print", "--max-connections", "100000"], &[]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.starts_with("mt-stream deploy: error: invalid budget: "),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("mt-stream deploy: error: invalid budget: "), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(output.stdout.is_empty());
 
-    let output = deploy(
-        &["--env", "dev", "--print", "--release", "Not_A_Label"],
-        &[],
-    );
+    let output = deploy(&["--env", "dev", "--print", "--release", "Not_A_Label"], &[]);
     assert_eq!(output.status.code(), Some(2));
     let output = deploy(&["--env", "qa", "--print"], &[]);
     assert_eq!(output.status.code(), Some(2), "clap refuses an unknown env");
@@ -175,41 +129,23 @@ fn usage_errors_exit_2() {
 fn validator() -> Option<PathBuf> {
     let path = std::env::var_os("KUBERNETES_VALIDATE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/kubernetes-validate")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/kubernetes-validate"));
     path.is_file().then_some(path)
 }
 
 /// The newest Kubernetes version the installed validator ships (its `--help` default).
 fn newest_schema(validator: &PathBuf) -> String {
-    let help = Command::new(validator)
-        .arg("--help")
-        .output()
-        .expect("kubernetes-validate --help runs");
-    let text = String::from_utf8_lossy(&help.stdout)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let help = Command::new(validator).arg("--help").output().expect("kubernetes-validate --help runs");
+    let text = String::from_utf8_lossy(&help.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
     let version = text
         .split("Defaults to ")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .map(|v| v.trim_end_matches('.').to_owned())
-        .unwrap_or_else(|| {
-            panic!("cannot read the default version from kubernetes-validate --help:\n{text}")
-        });
+        .unwrap_or_else(|| panic!("cannot read the default version from kubernetes-validate --help:\n{text}"));
     // The default is the newest schema it ships; it must be at least the oldest we support.
-    let minor = |v: &str| {
-        v.split('.')
-            .nth(1)
-            .and_then(|m| m.parse::<u32>().ok())
-            .expect("a x.y.z version")
-    };
-    assert!(
-        minor(&version) >= minor(OLDEST_KUBERNETES),
-        "validator too old: {version}"
-    );
+    let minor = |v: &str| v.split('.').nth(1).and_then(|m| m.parse::<u32>().ok()).expect("a x.y.z version");
+    assert!(minor(&version) >= minor(OLDEST_KUBERNETES), "validator too old: {version}");
     version
 }
 
@@ -223,10 +159,7 @@ fn print_validates_against_kubernetes_schemas() {
             panic!("{reason}; CI=true requires it");
         }
         // Written past the test harness's capture so the skip is always visible.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED print_validates_against_kubernetes_schemas: {reason}"
-        );
+        let _ = writeln!(std::io::stderr(), "SKIPPED print_validates_against_kubernetes_schemas: {reason}");
         return;
     };
     let newest = newest_schema(&validator);
@@ -249,11 +182,7 @@ fn print_validates_against_kubernetes_schemas() {
                     String::from_utf8_lossy(&output.stderr)
                 );
                 // Both objects were checked, not skipped as unknown kinds.
-                assert_eq!(
-                    stdout.matches(" passed for resource ").count(),
-                    2,
-                    "{stdout}"
-                );
+                assert_eq!(stdout.matches(" passed for resource ").count(), 2, "{stdout}");
             }
         }
     }

@@ -188,10 +188,8 @@ async fn silent_subscription_fails_readiness() {
         .unwrap();
     let reason = hub.wait_ready(503).await;
     assert!(reason.contains("subscription silent"), "{reason}");
-    let _: fred::types::Value = admin
-        .custom(fred::types::CustomCommand::new_static("CLIENT", None, false), vec!["UNPAUSE"])
-        .await
-        .unwrap();
+    let _: fred::types::Value =
+        admin.custom(fred::types::CustomCommand::new_static("CLIENT", None, false), vec!["UNPAUSE"]).await.unwrap();
     hub.wait_ready(200).await;
     assert!(hub.metric("mt_stream_source_last_event_age_seconds").await < 5.0);
 }
@@ -204,7 +202,10 @@ async fn stalled_client_is_closed_with_4008() {
     let hub = HubProcess::start(&[("MT_MAX_CONNECTIONS", "100"), ("MT_MEMORY_LIMIT", "64Mi")]);
     let mut stalled = RawClient::connect(hub.public, "?channels=firehose", Some(4096)).await;
     let (opcode, reply) = stalled.read_frame().await.unwrap();
-    assert_eq!((opcode, serde_json::from_slice::<serde_json::Value>(&reply).unwrap()["op"].clone()), (1, json!("subscribed")));
+    assert_eq!(
+        (opcode, serde_json::from_slice::<serde_json::Value>(&reply).unwrap()["op"].clone()),
+        (1, json!("subscribed"))
+    );
 
     let mut readers = Vec::new();
     for _ in 0..50 {
@@ -410,7 +411,8 @@ async fn admin_endpoints() {
     assert_eq!(hub.admin_get("/readyz").await, (200, "ready\n".to_owned()));
     let (status, _) = http(hub.admin, "POST", "/publish/x", &[], b"{}").await;
     assert_eq!(status, 401);
-    let (status, _) = http(hub.admin, "POST", "/publish/x", &[("Authorization", "Bearer wrong-token-0123456789")], b"{}").await;
+    let (status, _) =
+        http(hub.admin, "POST", "/publish/x", &[("Authorization", "Bearer wrong-token-0123456789")], b"{}").await;
     assert_eq!(status, 401);
     assert_eq!(hub.publish("bad%20name", "{}").await.0, 400);
     assert_eq!(hub.publish("fine", "{}").await.0, 202);
@@ -430,7 +432,11 @@ async fn admin_endpoints() {
         "mt_stream_queue_depth_bytes",
         "mt_stream_source_last_event_age_seconds",
     ] {
-        assert!(body.contains(&format!("# TYPE {name}")) || body.contains(&format!("# TYPE {}", name.trim_end_matches("_total"))), "missing {name}");
+        assert!(
+            body.contains(&format!("# TYPE {name}"))
+                || body.contains(&format!("# TYPE {}", name.trim_end_matches("_total"))),
+            "missing {name}"
+        );
     }
     for line in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let value = line.rsplit(' ').next().unwrap();
@@ -458,7 +464,15 @@ async fn publish_cli_through_admin_endpoint() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(next_json(&mut client).await["data"]["n"], 42);
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_mt-stream"))
-        .args(["publish", "cli", "{}", "--admin-addr", &hub.admin.to_string(), "--publish-token", "wrong-token-0123456789"])
+        .args([
+            "publish",
+            "cli",
+            "{}",
+            "--admin-addr",
+            &hub.admin.to_string(),
+            "--publish-token",
+            "wrong-token-0123456789",
+        ])
         .env_remove("REDIS_URL")
         .output()
         .unwrap();
@@ -522,7 +536,8 @@ async fn silent_http_connections_are_bounded() {
     }
     wait_for("overload rejection", || async {
         // Each attempt past the cap is closed by the hub before any HTTP is read.
-        let attempt = tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(hub.ws_url(""))).await;
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(hub.ws_url(""))).await;
         let refused = !matches!(attempt, Ok(Ok(_)));
         (refused && hub.metric("mt_stream_connections_rejected_total").await >= 1.0).then_some(())
     })

@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn parses_frames() {
         let mut buffer = vec![0x81, 3, b'a', b'b', b'c', 0x81, 126, 0, 200];
-        buffer.extend(std::iter::repeat(b'x').take(200));
+        buffer.extend(std::iter::repeat_n(b'x', 200));
         let (op, range, end) = parse_frame(&buffer, 0).unwrap();
         assert_eq!((op, &buffer[range]), (1, &b"abc"[..]));
         let (_, range, end2) = parse_frame(&buffer, end).unwrap();

@@ -135,8 +135,12 @@ fn main() -> anyhow::Result<()> {
         print!("{}", summary.table());
     }
     if let Some(path) = &args.plot {
-        let title = format!("mt-stream {} — {} clients, {:.0} ev/s", summary.scenario, summary.clients, summary.rate_per_second);
-        std::fs::write(path, report::latency_svg(&histogram, &title)).with_context(|| format!("write {}", path.display()))?;
+        let title = format!(
+            "mt-stream {} — {} clients, {:.0} ev/s",
+            summary.scenario, summary.clients, summary.rate_per_second
+        );
+        std::fs::write(path, report::latency_svg(&histogram, &title))
+            .with_context(|| format!("write {}", path.display()))?;
         eprintln!("latency plot written to {}", path.display());
     }
     Ok(())
@@ -171,7 +175,9 @@ async fn connect_all(
                 let channel = channels[i % channels.len()].clone();
                 let hub = args.hub;
                 tokio::spawn(async move {
-                    let result = tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, recv_buffer)).await;
+                    let result =
+                        tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, recv_buffer))
+                            .await;
                     (i, result)
                 })
             })
@@ -214,7 +220,12 @@ fn sample(pid: Option<u32>) -> procstat::ProcSample {
 }
 
 /// Prints a one-line progress bar on stderr every second until stopped.
-fn progress(total: Duration, published: Arc<Published>, delivered: Arc<std::sync::atomic::AtomicU64>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+fn progress(
+    total: Duration,
+    published: Arc<Published>,
+    delivered: Arc<std::sync::atomic::AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let start = Instant::now();
         let mut last_delivered = 0u64;
@@ -267,7 +278,11 @@ fn spawn_readers(
 }
 
 /// Publishes for the run's duration and measures the clients and the hub (steady and slow).
-async fn measured_run(args: &Args, rate: f64, stalled_share: f64) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+async fn measured_run(
+    args: &Args,
+    rate: f64,
+    stalled_share: f64,
+) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
     let stalled_count = ((args.clients as f64) * stalled_share).round() as usize;
     let fast_count = args.clients - stalled_count;
     let rss_before = sample(args.hub_pid);
@@ -286,7 +301,9 @@ async fn measured_run(args: &Args, rate: f64, stalled_share: f64) -> anyhow::Res
 
     let cpu_start = sample(args.hub_pid);
     let started = Instant::now();
-    let per_channel = publisher::run(target(args), &channel_names(args.channels), rate, args.size, duration, Arc::clone(&published)).await?;
+    let per_channel =
+        publisher::run(target(args), &channel_names(args.channels), rate, args.size, duration, Arc::clone(&published))
+            .await?;
     let seconds = started.elapsed().as_secs_f64();
     // Let in-flight events land: stop once the expected count arrived or 3 s passed.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -547,7 +564,15 @@ async fn reconnect(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histog
     let readers = spawn_readers(clients, args.channels, stop_rx, Arc::clone(&delivered));
     let published = Arc::new(Published::default());
     let rate = (args.channels as f64 * 10.0).max(args.rate);
-    publisher::run(target(args), &channel_names(args.channels), rate, args.size, Duration::from_millis(500), Arc::clone(&published)).await?;
+    publisher::run(
+        target(args),
+        &channel_names(args.channels),
+        rate,
+        args.size,
+        Duration::from_millis(500),
+        Arc::clone(&published),
+    )
+    .await?;
     // In-flight events land within milliseconds on loopback.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = stop_tx.send(true);

@@ -91,13 +91,20 @@ impl Summary {
             ("duration".into(), format!("{:.1} s", self.seconds)),
             ("published (errors)".into(), format!("{} ({})", self.published, self.publish_errors)),
             ("deliveries".into(), format!("{} ({:.0}/s)", self.deliveries, self.deliveries_per_second)),
-            ("lost / duplicated / reordered".into(), format!("{} / {} / {}", self.lost, self.duplicated, self.reordered)),
+            (
+                "lost / duplicated / reordered".into(),
+                format!("{} / {} / {}", self.lost, self.duplicated, self.reordered),
+            ),
             ("failed connections".into(), self.failed_connections.to_string()),
             (
                 "latency p50 / p90 / p99 / p99.9 / max".into(),
                 format!(
                     "{:.2} / {:.2} / {:.2} / {:.2} / {:.2} ms",
-                    self.latency.p50_ms, self.latency.p90_ms, self.latency.p99_ms, self.latency.p999_ms, self.latency.max_ms
+                    self.latency.p50_ms,
+                    self.latency.p90_ms,
+                    self.latency.p99_ms,
+                    self.latency.p999_ms,
+                    self.latency.max_ms
                 ),
             ),
         ];

@@ -93,33 +93,15 @@ pub struct Operation {
 }
 
 impl Operation {
-    fn on<K: Resource<DynamicType = ()>>(
-        verb: &'static str,
-        name: &str,
-        namespace: &str,
-    ) -> Operation {
+    fn on<K: Resource<DynamicType = ()>>(verb: &'static str, name: &str, namespace: &str) -> Operation {
         let group = K::group(&());
         let plural = K::plural(&());
-        let resource = if group.is_empty() {
-            plural.into_owned()
-        } else {
-            format!("{plural}.{group}")
-        };
-        Operation {
-            verb,
-            resource,
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-        }
+        let resource = if group.is_empty() { plural.into_owned() } else { format!("{plural}.{group}") };
+        Operation { verb, resource, name: Some(name.to_owned()), namespace: Some(namespace.to_owned()) }
     }
 
     fn discovery(api_version: &str) -> Operation {
-        Operation {
-            verb: "get",
-            resource: format!("/apis/{api_version}"),
-            name: None,
-            namespace: None,
-        }
+        Operation { verb: "get", resource: format!("/apis/{api_version}"), name: None, namespace: None }
     }
 }
 
@@ -196,10 +178,7 @@ pub enum ApplyError {
     },
 
     #[error("API version {api_version} is not served by this cluster ({kind} needs Kubernetes 1.27 or newer)")]
-    NotServed {
-        api_version: &'static str,
-        kind: &'static str,
-    },
+    NotServed { api_version: &'static str, kind: &'static str },
 
     #[error(
         "server-side apply conflict on {operation}: {}; rerun with --force-conflicts to take ownership",
@@ -223,44 +202,28 @@ pub enum ApplyError {
 
 /// Builds a client: `--kubeconfig` if given, else `KUBECONFIG` / `~/.kube/config` (with
 /// `--context`), else the in-cluster service account.
-pub async fn connect(
-    kubeconfig: Option<&Path>,
-    context: Option<&str>,
-) -> Result<Client, ApplyError> {
-    let options = KubeConfigOptions {
-        context: context.map(str::to_owned),
-        ..Default::default()
-    };
+pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Client, ApplyError> {
+    let options = KubeConfigOptions { context: context.map(str::to_owned), ..Default::default() };
     let config = match kubeconfig {
         Some(path) => {
-            let kubeconfig_error = |source| ApplyError::Kubeconfig {
-                path: Some(path.to_owned()),
-                source,
-            };
+            let kubeconfig_error = |source| ApplyError::Kubeconfig { path: Some(path.to_owned()), source };
             let file = Kubeconfig::read_from(path).map_err(|source| match source {
-                KubeconfigError::ReadConfig(ref io, _)
-                    if io.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    ApplyError::NoKubeconfig {
-                        reason: format!("{} does not exist", path.display()),
-                    }
+                KubeconfigError::ReadConfig(ref io, _) if io.kind() == std::io::ErrorKind::NotFound => {
+                    ApplyError::NoKubeconfig { reason: format!("{} does not exist", path.display()) }
                 }
                 source => kubeconfig_error(source),
             })?;
-            Config::from_custom_kubeconfig(file, &options)
-                .await
-                .map_err(kubeconfig_error)?
+            Config::from_custom_kubeconfig(file, &options).await.map_err(kubeconfig_error)?
         }
         None => match Config::from_kubeconfig(&options).await {
             Ok(config) => config,
-            Err(error) if is_missing_file(&error) && context.is_none() => Config::incluster()
-                .map_err(|in_cluster| ApplyError::NoKubeconfig {
+            Err(error) if is_missing_file(&error) && context.is_none() => {
+                Config::incluster().map_err(|in_cluster| ApplyError::NoKubeconfig {
                     reason: format!("{error}; not in a pod: {in_cluster}"),
-                })?,
+                })?
+            }
             Err(error) if is_missing_file(&error) => {
-                return Err(ApplyError::NoKubeconfig {
-                    reason: error.to_string(),
-                })
+                return Err(ApplyError::NoKubeconfig { reason: error.to_string() })
             }
             Err(source) => return Err(ApplyError::Kubeconfig { path: None, source }),
         },
@@ -284,20 +247,8 @@ pub async fn apply(
     objects: &Objects,
     options: ApplyOptions,
 ) -> Result<Report, ApplyError> {
-    ensure_served(
-        client,
-        "autoscaling/v2",
-        "horizontalpodautoscalers",
-        "HorizontalPodAutoscaler",
-    )
-    .await?;
-    ensure_served(
-        client,
-        "policy/v1",
-        "poddisruptionbudgets",
-        "PodDisruptionBudget",
-    )
-    .await?;
+    ensure_served(client, "autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler").await?;
+    ensure_served(client, "policy/v1", "poddisruptionbudgets", "PodDisruptionBudget").await?;
 
     let mut report = Report::default();
     report.applied.push(
@@ -347,9 +298,7 @@ async fn ensure_served(
     match client.list_api_group_resources(api_version).await {
         Ok(list) if list.resources.iter().any(|r| r.name == plural) => Ok(()),
         Ok(_) => Err(ApplyError::NotServed { api_version, kind }),
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            Err(ApplyError::NotServed { api_version, kind })
-        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(ApplyError::NotServed { api_version, kind }),
         Err(error) => Err(classify(Operation::discovery(api_version), error)),
     }
 }
@@ -370,10 +319,8 @@ where
 {
     let name = object.meta().name.clone().expect("built objects are named");
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let before = api
-        .get_opt(&name)
-        .await
-        .map_err(|error| classify(Operation::on::<K>("get", &name, namespace), error))?;
+    let before =
+        api.get_opt(&name).await.map_err(|error| classify(Operation::on::<K>("get", &name, namespace), error))?;
 
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = options.force_conflicts;
@@ -388,12 +335,7 @@ where
         Some(before) if same_content(&before, &after) => Outcome::Unchanged,
         Some(_) => Outcome::Configured,
     };
-    Ok(Applied {
-        kind,
-        name,
-        outcome,
-        dry_run: options.dry_run,
-    })
+    Ok(Applied { kind, name, outcome, dry_run: options.dry_run })
 }
 
 /// True when the apply changed nothing we manage: same resourceVersion (a real apply that
@@ -401,11 +343,7 @@ where
 /// the resourceVersion, so its content tells).
 fn same_content<K: Resource + Serialize>(before: &K, after: &K) -> bool {
     let (b, a) = (before.meta(), after.meta());
-    let spec = |object: &K| {
-        serde_json::to_value(object)
-            .ok()
-            .and_then(|mut v| v.get_mut("spec").map(std::mem::take))
-    };
+    let spec = |object: &K| serde_json::to_value(object).ok().and_then(|mut v| v.get_mut("spec").map(std::mem::take));
     b.resource_version == a.resource_version
         && b.labels == a.labels
         && b.annotations == a.annotations
@@ -418,25 +356,11 @@ fn classify(operation: Operation, error: kube::Error) -> ApplyError {
         kube::Error::Api(ref status) => {
             let status = status.clone();
             match status.code {
-                401 => ApplyError::Unauthorized {
-                    operation,
-                    source: error,
-                },
-                403 => ApplyError::Forbidden {
-                    operation,
-                    message: status.message,
-                    source: error,
-                },
-                404 if status
-                    .details
-                    .as_ref()
-                    .is_some_and(|d| d.kind == "namespaces") =>
-                {
+                401 => ApplyError::Unauthorized { operation, source: error },
+                403 => ApplyError::Forbidden { operation, message: status.message, source: error },
+                404 if status.details.as_ref().is_some_and(|d| d.kind == "namespaces") => {
                     let namespace = operation.namespace.clone().unwrap_or_default();
-                    ApplyError::NamespaceMissing {
-                        namespace,
-                        source: error,
-                    }
+                    ApplyError::NamespaceMissing { namespace, source: error }
                 }
                 409 if status.reason == "Conflict" => {
                     let conflicts = status
@@ -444,51 +368,27 @@ fn classify(operation: Operation, error: kube::Error) -> ApplyError {
                         .iter()
                         .flat_map(|d| &d.causes)
                         .filter(|c| c.reason == "FieldManagerConflict")
-                        .map(|c| Conflict {
-                            field: c.field.clone(),
-                            manager: quoted(&c.message),
-                        })
+                        .map(|c| Conflict { field: c.field.clone(), manager: quoted(&c.message) })
                         .collect::<Vec<_>>();
                     if conflicts.is_empty() {
-                        ApplyError::Api {
-                            operation,
-                            message: status.message,
-                            source: error,
-                        }
+                        ApplyError::Api { operation, message: status.message, source: error }
                     } else {
-                        ApplyError::Conflict {
-                            operation,
-                            conflicts,
-                            source: error,
-                        }
+                        ApplyError::Conflict { operation, conflicts, source: error }
                     }
                 }
-                _ => ApplyError::Api {
-                    operation,
-                    message: status.message,
-                    source: error,
-                },
+                _ => ApplyError::Api { operation, message: status.message, source: error },
             }
         }
-        kube::Error::HyperError(_) | kube::Error::Service(_) => ApplyError::Unreachable {
-            operation,
-            reason: root_cause(&error),
-            source: error,
-        },
-        other => ApplyError::Api {
-            operation,
-            message: other.to_string(),
-            source: other,
-        },
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            ApplyError::Unreachable { operation, reason: root_cause(&error), source: error }
+        }
+        other => ApplyError::Api { operation, message: other.to_string(), source: other },
     }
 }
 
 /// The manager name in a conflict cause: `conflict with "kubectl-edit" using autoscaling/v2`.
 fn quoted(message: &str) -> String {
-    message
-        .split('"')
-        .nth(1)
-        .map_or_else(|| message.to_owned(), str::to_owned)
+    message.split('"').nth(1).map_or_else(|| message.to_owned(), str::to_owned)
 }
 
 /// The innermost error message (e.g. `Connection refused (os error 111)`).
@@ -507,10 +407,7 @@ mod tests {
     /// A conflict cause's message yields the manager between its first quotes.
     #[test]
     fn conflict_manager_is_the_quoted_name() {
-        assert_eq!(
-            quoted(r#"conflict with "kubectl-edit" using autoscaling/v2"#),
-            "kubectl-edit"
-        );
+        assert_eq!(quoted(r#"conflict with "kubectl-edit" using autoscaling/v2"#), "kubectl-edit");
         assert_eq!(quoted("no quotes"), "no quotes");
     }
 
@@ -518,13 +415,7 @@ mod tests {
     #[test]
     fn operations_name_verb_and_resource() {
         let op = Operation::on::<HorizontalPodAutoscaler>("patch", "x", "ns");
-        assert_eq!(
-            op.to_string(),
-            "patch horizontalpodautoscalers.autoscaling/x in namespace ns"
-        );
-        assert_eq!(
-            Operation::discovery("policy/v1").to_string(),
-            "get /apis/policy/v1"
-        );
+        assert_eq!(op.to_string(), "patch horizontalpodautoscalers.autoscaling/x in namespace ns");
+        assert_eq!(Operation::discovery("policy/v1").to_string(), "get /apis/policy/v1");
     }
 }

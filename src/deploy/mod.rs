@@ -91,11 +91,7 @@ pub enum DeployError {
     Budget(#[from] BudgetError),
 
     #[error("invalid --{flag} {value:?}: {rule}")]
-    InvalidName {
-        flag: &'static str,
-        value: String,
-        rule: &'static str,
-    },
+    InvalidName { flag: &'static str, value: String, rule: &'static str },
 
     #[error("cannot render YAML: {0}")]
     Yaml(#[from] serde_norway::Error),
@@ -121,9 +117,7 @@ impl DeployError {
             DeployError::Yaml(_) | DeployError::Output(_) => 1,
             DeployError::Budget(_) | DeployError::InvalidName { .. } => 2,
             DeployError::Apply(error) => match **error {
-                ApplyError::NoKubeconfig { .. }
-                | ApplyError::Kubeconfig { .. }
-                | ApplyError::Client { .. } => 3,
+                ApplyError::NoKubeconfig { .. } | ApplyError::Kubeconfig { .. } | ApplyError::Client { .. } => 3,
                 ApplyError::Unreachable { .. } => 4,
                 ApplyError::Unauthorized { .. } | ApplyError::Forbidden { .. } => 5,
                 ApplyError::NamespaceMissing { .. } => 6,
@@ -138,37 +132,25 @@ impl DeployError {
 impl DeployArgs {
     /// The release: `--release`, else `monkeytown-<env>`.
     pub fn release(&self) -> String {
-        self.release
-            .clone()
-            .unwrap_or_else(|| format!("monkeytown-{}", self.env))
+        self.release.clone().unwrap_or_else(|| format!("monkeytown-{}", self.env))
     }
 
     /// The namespace: `--namespace`, else `monkeytown-<env>`.
     pub fn namespace(&self) -> String {
-        self.namespace
-            .clone()
-            .unwrap_or_else(|| format!("monkeytown-{}", self.env))
+        self.namespace.clone().unwrap_or_else(|| format!("monkeytown-{}", self.env))
     }
 
     /// Checks the flags and turns them into build settings.
     pub fn settings(&self) -> Result<Settings, DeployError> {
-        let budget = Budget {
-            max_connections: self.max_connections,
-            memory_limit: self.memory_limit,
-            ..Budget::default()
-        };
+        let budget =
+            Budget { max_connections: self.max_connections, memory_limit: self.memory_limit, ..Budget::default() };
         budget.validate()?;
         let release = self.release();
         // Helm release names are DNS-1123 labels of at most 53 characters; the name is also a
         // label value, so it must be one.
         check_dns_label("release", &release, 53)?;
         check_dns_label("namespace", &self.namespace(), 63)?;
-        Ok(Settings {
-            environment: self.env,
-            release,
-            budget,
-            connections_metric: self.connections_metric,
-        })
+        Ok(Settings { environment: self.env, release, budget, connections_metric: self.connections_metric })
     }
 }
 
@@ -176,9 +158,7 @@ fn check_dns_label(flag: &'static str, value: &str, max: usize) -> Result<(), De
     let bytes = value.as_bytes();
     let ok = !bytes.is_empty()
         && bytes.len() <= max
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && bytes.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-';
     if ok {
@@ -189,11 +169,7 @@ fn check_dns_label(flag: &'static str, value: &str, max: usize) -> Result<(), De
         } else {
             "lower-case letters, digits and '-', starting and ending alphanumeric, at most 63 characters"
         };
-        Err(DeployError::InvalidName {
-            flag,
-            value: value.to_owned(),
-            rule,
-        })
+        Err(DeployError::InvalidName { flag, value: value.to_owned(), rule })
     }
 }
 
@@ -219,10 +195,7 @@ async fn execute(args: &DeployArgs) -> Result<(), DeployError> {
         return Ok(());
     }
     let client = apply::connect(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-    let options = ApplyOptions {
-        dry_run: args.dry_run,
-        force_conflicts: args.force_conflicts,
-    };
+    let options = ApplyOptions { dry_run: args.dry_run, force_conflicts: args.force_conflicts };
     let report = apply::apply(&client, &args.namespace(), &objects, options).await?;
     for applied in &report.applied {
         println!("{applied}");
@@ -246,8 +219,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<DeployArgs, clap::Error> {
-        Cli::try_parse_from(std::iter::once("deploy").chain(args.iter().copied()))
-            .map(|cli| cli.deploy)
+        Cli::try_parse_from(std::iter::once("deploy").chain(args.iter().copied())).map(|cli| cli.deploy)
     }
 
     /// Release and namespace default to monkeytown-<env>; the budget to 1000 / 1Gi.
@@ -264,15 +236,7 @@ mod tests {
     /// Budget flags feed the settings; an incoherent budget is a usage error (exit 2).
     #[test]
     fn budget_flags_are_checked() {
-        let args = parse(&[
-            "--env",
-            "dev",
-            "--max-connections",
-            "2000",
-            "--memory-limit",
-            "2Gi",
-        ])
-        .expect("parses");
+        let args = parse(&["--env", "dev", "--max-connections", "2000", "--memory-limit", "2Gi"]).expect("parses");
         let settings = args.settings().expect("valid");
         assert_eq!(settings.budget.memory_limit, ByteSize(2 << 30));
         let args = parse(&["--env", "dev", "--max-connections", "100000"]).expect("parses");
@@ -284,23 +248,13 @@ mod tests {
     /// A release or namespace that is not a DNS label is refused with exit code 2.
     #[test]
     fn names_must_be_dns_labels() {
-        for bad in [
-            &["--release", "Bad_Name"][..],
-            &["--namespace=-x"],
-            &["--release", &"a".repeat(54)],
-        ] {
+        for bad in [&["--release", "Bad_Name"][..], &["--namespace=-x"], &["--release", &"a".repeat(54)]] {
             let mut argv = vec!["--env", "dev"];
             argv.extend_from_slice(bad);
-            let error = parse(&argv)
-                .expect("parses")
-                .settings()
-                .expect_err("refused");
+            let error = parse(&argv).expect("parses").settings().expect_err("refused");
             assert_eq!(error.exit_code(), 2, "{error}");
         }
-        parse(&["--env", "dev", "--release", "mt-canary-2"])
-            .expect("parses")
-            .settings()
-            .expect("valid");
+        parse(&["--env", "dev", "--release", "mt-canary-2"]).expect("parses").settings().expect("valid");
     }
 
     /// --print cannot be combined with the flags that only make sense against a cluster.

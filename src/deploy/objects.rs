@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler,
-    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec,
-    MetricTarget, PodsMetricSource, ResourceMetricSource,
+    HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricIdentifier, MetricSpec, MetricTarget,
+    PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::profile::{
-    Environment, Profile, Targets, CONNECTIONS_METRIC, PDB_MAX_UNAVAILABLE, SCALE_UP_PERCENT,
-    SCALE_UP_PERIOD, SCALE_UP_PODS, SCALE_UP_WINDOW,
+    Environment, Profile, Targets, CONNECTIONS_METRIC, PDB_MAX_UNAVAILABLE, SCALE_UP_PERCENT, SCALE_UP_PERIOD,
+    SCALE_UP_PODS, SCALE_UP_WINDOW,
 };
 use crate::budget::Budget;
 
@@ -82,11 +82,7 @@ impl Settings {
     }
 
     fn metadata(&self) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(self.component_name()),
-            labels: Some(self.labels()),
-            ..Default::default()
-        }
+        ObjectMeta { name: Some(self.component_name()), labels: Some(self.labels()), ..Default::default() }
     }
 }
 
@@ -120,18 +116,13 @@ impl Objects {
 pub fn horizontal_pod_autoscaler(settings: &Settings) -> HorizontalPodAutoscaler {
     let profile = Profile::of(settings.environment);
     let targets = Targets::from_budget(&settings.budget);
-    let mut metrics = vec![
-        resource_metric("cpu", targets.cpu.to_string()),
-        resource_metric("memory", targets.memory.to_string()),
-    ];
+    let mut metrics =
+        vec![resource_metric("cpu", targets.cpu.to_string()), resource_metric("memory", targets.memory.to_string())];
     if settings.connections_metric {
         metrics.push(MetricSpec {
             type_: "Pods".to_owned(),
             pods: Some(PodsMetricSource {
-                metric: MetricIdentifier {
-                    name: CONNECTIONS_METRIC.to_owned(),
-                    selector: None,
-                },
+                metric: MetricIdentifier { name: CONNECTIONS_METRIC.to_owned(), selector: None },
                 target: average_value(targets.connections.to_string()),
             }),
             ..Default::default()
@@ -177,10 +168,7 @@ pub fn pod_disruption_budget(settings: &Settings) -> PodDisruptionBudget {
         metadata: settings.metadata(),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(PDB_MAX_UNAVAILABLE)),
-            selector: Some(LabelSelector {
-                match_labels: Some(settings.selector_labels()),
-                ..Default::default()
-            }),
+            selector: Some(LabelSelector { match_labels: Some(settings.selector_labels()), ..Default::default() }),
             unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
             ..Default::default()
         }),
@@ -191,28 +179,17 @@ pub fn pod_disruption_budget(settings: &Settings) -> PodDisruptionBudget {
 fn resource_metric(name: &str, average: String) -> MetricSpec {
     MetricSpec {
         type_: "Resource".to_owned(),
-        resource: Some(ResourceMetricSource {
-            name: name.to_owned(),
-            target: average_value(average),
-        }),
+        resource: Some(ResourceMetricSource { name: name.to_owned(), target: average_value(average) }),
         ..Default::default()
     }
 }
 
 fn average_value(quantity: String) -> MetricTarget {
-    MetricTarget {
-        type_: "AverageValue".to_owned(),
-        average_value: Some(Quantity(quantity)),
-        ..Default::default()
-    }
+    MetricTarget { type_: "AverageValue".to_owned(), average_value: Some(Quantity(quantity)), ..Default::default() }
 }
 
 fn scaling_policy(type_: &str, value: i32, period: std::time::Duration) -> HPAScalingPolicy {
-    HPAScalingPolicy {
-        type_: type_.to_owned(),
-        value,
-        period_seconds: seconds(period),
-    }
+    HPAScalingPolicy { type_: type_.to_owned(), value, period_seconds: seconds(period) }
 }
 
 /// Whole seconds as the API's `int32`; every period here is a small constant.
@@ -246,10 +223,7 @@ mod tests {
             (None, Some(pods)) => (pods.metric.name.as_str(), &pods.target),
             other => panic!("unexpected metric source {other:?}"),
         };
-        let value = target
-            .average_value
-            .as_ref()
-            .expect("an AverageValue target");
+        let value = target.average_value.as_ref().expect("an AverageValue target");
         (metric.type_.as_str(), name, value.0.as_str())
     }
 
@@ -262,26 +236,14 @@ mod tests {
             let expected_labels = BTreeMap::from([
                 (LABEL_NAME.to_owned(), "monkeytown".to_owned()),
                 (LABEL_INSTANCE.to_owned(), format!("monkeytown-{env}")),
-                (
-                    LABEL_VERSION.to_owned(),
-                    env!("CARGO_PKG_VERSION").to_owned(),
-                ),
+                (LABEL_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
                 (LABEL_MANAGED_BY.to_owned(), "mt-stream".to_owned()),
                 (LABEL_COMPONENT.to_owned(), "event-stream".to_owned()),
             ]);
-            for meta in [
-                &objects.horizontal_pod_autoscaler.metadata,
-                &objects.pod_disruption_budget.metadata,
-            ] {
-                assert_eq!(
-                    meta.name.as_deref(),
-                    Some(format!("monkeytown-{env}-event-stream").as_str())
-                );
+            for meta in [&objects.horizontal_pod_autoscaler.metadata, &objects.pod_disruption_budget.metadata] {
+                assert_eq!(meta.name.as_deref(), Some(format!("monkeytown-{env}-event-stream").as_str()));
                 assert_eq!(meta.labels.as_ref(), Some(&expected_labels));
-                assert_eq!(
-                    meta.namespace, None,
-                    "namespace comes from where it is applied"
-                );
+                assert_eq!(meta.namespace, None, "namespace comes from where it is applied");
                 assert_eq!(meta.annotations, None);
             }
             let target = hpa_spec(&s).scale_target_ref;
@@ -303,20 +265,12 @@ mod tests {
             let spec = hpa_spec(&settings(env));
             assert_eq!(spec.min_replicas, Some(min), "{env}");
             assert_eq!(spec.max_replicas, max, "{env}");
-            let down = spec
-                .behavior
-                .expect("behavior")
-                .scale_down
-                .expect("scaleDown");
+            let down = spec.behavior.expect("behavior").scale_down.expect("scaleDown");
             assert_eq!(down.stabilization_window_seconds, Some(window), "{env}");
             assert_eq!(down.select_policy.as_deref(), Some("Min"), "{env}");
             assert_eq!(
                 down.policies,
-                Some(vec![HPAScalingPolicy {
-                    type_: "Pods".into(),
-                    value: 1,
-                    period_seconds: period
-                }]),
+                Some(vec![HPAScalingPolicy { type_: "Pods".into(), value: 1, period_seconds: period }]),
                 "{env}"
             );
             assert_eq!(down.tolerance, None);
@@ -327,26 +281,14 @@ mod tests {
     #[test]
     fn scale_up_is_fast_in_every_env() {
         for env in Environment::ALL {
-            let up = hpa_spec(&settings(env))
-                .behavior
-                .expect("behavior")
-                .scale_up
-                .expect("scaleUp");
+            let up = hpa_spec(&settings(env)).behavior.expect("behavior").scale_up.expect("scaleUp");
             assert_eq!(up.stabilization_window_seconds, Some(0));
             assert_eq!(up.select_policy.as_deref(), Some("Max"));
             assert_eq!(
                 up.policies,
                 Some(vec![
-                    HPAScalingPolicy {
-                        type_: "Percent".into(),
-                        value: 100,
-                        period_seconds: 60
-                    },
-                    HPAScalingPolicy {
-                        type_: "Pods".into(),
-                        value: 2,
-                        period_seconds: 60
-                    },
+                    HPAScalingPolicy { type_: "Percent".into(), value: 100, period_seconds: 60 },
+                    HPAScalingPolicy { type_: "Pods".into(), value: 2, period_seconds: 60 },
                 ])
             );
         }
@@ -358,11 +300,7 @@ mod tests {
         for env in Environment::ALL {
             let metrics = hpa_spec(&settings(env)).metrics.expect("metrics");
             let targets: Vec<_> = metrics.iter().map(target_of).collect();
-            assert_eq!(
-                targets,
-                [("Resource", "cpu", "350m"), ("Resource", "memory", "768Mi")],
-                "{env}"
-            );
+            assert_eq!(targets, [("Resource", "cpu", "350m"), ("Resource", "memory", "768Mi")], "{env}");
             for metric in &metrics {
                 let target = &metric.resource.as_ref().expect("resource").target;
                 assert_eq!(target.type_, "AverageValue");
@@ -375,29 +313,17 @@ mod tests {
     /// The connections flag adds a Pods metric on mt_stream_connections at 70% of the cap.
     #[test]
     fn connections_metric_targets_70_percent_of_the_cap() {
-        let s = Settings {
-            connections_metric: true,
-            ..settings(Environment::Prod)
-        };
+        let s = Settings { connections_metric: true, ..settings(Environment::Prod) };
         let metrics = hpa_spec(&s).metrics.expect("metrics");
         assert_eq!(metrics.len(), 3);
-        assert_eq!(
-            target_of(&metrics[2]),
-            ("Pods", "mt_stream_connections", "700")
-        );
-        assert_eq!(
-            metrics[2].pods.as_ref().expect("pods").metric.selector,
-            None
-        );
+        assert_eq!(target_of(&metrics[2]), ("Pods", "mt_stream_connections", "700"));
+        assert_eq!(metrics[2].pods.as_ref().expect("pods").metric.selector, None);
     }
 
     /// Changing the budget moves the memory and connections targets and nothing else.
     #[test]
     fn budget_changes_the_output_as_the_rules_say() {
-        let base = Settings {
-            connections_metric: true,
-            ..settings(Environment::Staging)
-        };
+        let base = Settings { connections_metric: true, ..settings(Environment::Staging) };
         let bigger = Settings {
             budget: Budget {
                 max_connections: NonZeroUsize::new(4000).expect("non-zero"),
@@ -409,11 +335,7 @@ mod tests {
         let (before, after) = (hpa_spec(&base), hpa_spec(&bigger));
         let targets = |spec: &HorizontalPodAutoscalerSpec| -> Vec<(String, String, String)> {
             let metrics = spec.metrics.as_ref().expect("metrics");
-            metrics
-                .iter()
-                .map(target_of)
-                .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
-                .collect()
+            metrics.iter().map(target_of).map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())).collect()
         };
         assert_eq!(
             targets(&after),
@@ -425,10 +347,7 @@ mod tests {
         );
         assert_ne!(targets(&before), targets(&after));
         // Everything but the metrics is untouched by the budget.
-        let strip = |spec: HorizontalPodAutoscalerSpec| HorizontalPodAutoscalerSpec {
-            metrics: None,
-            ..spec
-        };
+        let strip = |spec: HorizontalPodAutoscalerSpec| HorizontalPodAutoscalerSpec { metrics: None, ..spec };
         assert_eq!(strip(before), strip(after));
         assert_eq!(pod_disruption_budget(&base), pod_disruption_budget(&bigger));
     }
@@ -440,10 +359,7 @@ mod tests {
             let spec = pod_disruption_budget(&settings(env)).spec.expect("spec");
             assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
             assert_eq!(spec.min_available, None);
-            assert_eq!(
-                spec.unhealthy_pod_eviction_policy.as_deref(),
-                Some("AlwaysAllow")
-            );
+            assert_eq!(spec.unhealthy_pod_eviction_policy.as_deref(), Some("AlwaysAllow"));
             let selector = spec.selector.expect("selector");
             assert_eq!(selector.match_expressions, None);
             assert_eq!(
@@ -460,31 +376,13 @@ mod tests {
     /// Another release changes the instance label and selector, not the names (as the chart does).
     #[test]
     fn release_changes_instance_not_names() {
-        let s = Settings {
-            release: "canary".into(),
-            ..settings(Environment::Prod)
-        };
+        let s = Settings { release: "canary".into(), ..settings(Environment::Prod) };
         let objects = Objects::build(&s);
-        let labels = objects
-            .pod_disruption_budget
-            .metadata
-            .labels
-            .expect("labels");
+        let labels = objects.pod_disruption_budget.metadata.labels.expect("labels");
         assert_eq!(labels[LABEL_INSTANCE], "canary");
-        let selector = objects
-            .pod_disruption_budget
-            .spec
-            .expect("spec")
-            .selector
-            .expect("selector");
-        assert_eq!(
-            selector.match_labels.expect("labels")[LABEL_INSTANCE],
-            "canary"
-        );
-        assert_eq!(
-            objects.horizontal_pod_autoscaler.metadata.name.as_deref(),
-            Some("monkeytown-prod-event-stream")
-        );
+        let selector = objects.pod_disruption_budget.spec.expect("spec").selector.expect("selector");
+        assert_eq!(selector.match_labels.expect("labels")[LABEL_INSTANCE], "canary");
+        assert_eq!(objects.horizontal_pod_autoscaler.metadata.name.as_deref(), Some("monkeytown-prod-event-stream"));
     }
 
     /// The YAML is HPA then PDB, each opened by `---`, and the same bytes on every call.
@@ -498,9 +396,6 @@ mod tests {
         assert_eq!(docs[0], "");
         assert!(docs[1].starts_with("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\n"));
         assert!(docs[2].starts_with("apiVersion: policy/v1\nkind: PodDisruptionBudget\n"));
-        assert!(
-            !yaml.contains("status"),
-            "no status in what we apply: {yaml}"
-        );
+        assert!(!yaml.contains("status"), "no status in what we apply: {yaml}");
     }
 }

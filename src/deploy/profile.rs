@@ -174,14 +174,7 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(
-            rows,
-            [
-                ("dev", 1, 2, 120, 60),
-                ("staging", 2, 4, 300, 120),
-                ("prod", 3, 10, 600, 300),
-            ]
-        );
+        assert_eq!(rows, [("dev", 1, 2, 120, 60), ("staging", 2, 4, 300, 120), ("prod", 3, 10, 600, 300),]);
     }
 
     /// The default budget gives 350m CPU, 768Mi memory and 700 connections.
@@ -207,26 +200,17 @@ mod tests {
         assert_eq!(targets.connections, 1400);
         assert_eq!(targets.cpu, Millicores(350));
         // A decimal limit that is not a multiple of 100 bytes rounds down, never up.
-        let odd = Budget {
-            memory_limit: ByteSize(1_000_000_001),
-            ..Budget::default()
-        };
+        let odd = Budget { memory_limit: ByteSize(1_000_000_001), ..Budget::default() };
         assert_eq!(Targets::from_budget(&odd).memory, ByteSize(750_000_000));
         // Huge limits do not overflow.
-        let huge = Budget {
-            memory_limit: ByteSize(u64::MAX),
-            ..Budget::default()
-        };
+        let huge = Budget { memory_limit: ByteSize(u64::MAX), ..Budget::default() };
         assert!(Targets::from_budget(&huge).memory.bytes() < u64::MAX);
     }
 
     /// A one-connection budget still gives a target of at least one connection.
     #[test]
     fn tiny_budget_targets_stay_positive() {
-        let budget = Budget {
-            max_connections: NonZeroUsize::MIN,
-            ..Budget::default()
-        };
+        let budget = Budget { max_connections: NonZeroUsize::MIN, ..Budget::default() };
         assert_eq!(Targets::from_budget(&budget).connections, 1);
     }
 }

@@ -91,9 +91,10 @@ impl HubProcess {
 
     /// Connects a client subscribed to `channels` (via the query) and waits for the reply.
     pub async fn subscriber(&self, channels: &[&str]) -> Client {
-        let (mut client, _) = tokio_tungstenite::connect_async(self.ws_url(&format!("?channels={}", channels.join(","))))
-            .await
-            .expect("upgrade succeeds");
+        let (mut client, _) =
+            tokio_tungstenite::connect_async(self.ws_url(&format!("?channels={}", channels.join(","))))
+                .await
+                .expect("upgrade succeeds");
         let reply = next_json(&mut client).await;
         assert_eq!(reply["op"], "subscribed", "{reply}");
         client
@@ -169,7 +170,10 @@ where
 pub async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let attempt = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             request.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -373,7 +377,10 @@ impl RawClient {
                 return Some((opcode, payload));
             }
             let mut chunk = [0u8; 16 << 10];
-            let n = tokio::time::timeout(DEADLINE, self.stream.read(&mut chunk)).await.expect("server answers in time").ok()?;
+            let n = tokio::time::timeout(DEADLINE, self.stream.read(&mut chunk))
+                .await
+                .expect("server answers in time")
+                .ok()?;
             if n == 0 {
                 return None;
             }
