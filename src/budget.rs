@@ -47,6 +47,18 @@ impl ByteSize {
     pub const fn mebibytes(self) -> u64 {
         self.0 >> 20
     }
+
+    /// An approximate, readable form for messages (`13.7 GiB`); [`fmt::Display`] stays exact
+    /// because it is also a Kubernetes quantity.
+    pub fn human(self) -> String {
+        const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        for (suffix, unit) in UNITS {
+            if self.0 >= unit {
+                return format!("{:.1} {suffix}", self.0 as f64 / unit as f64);
+            }
+        }
+        format!("{} B", self.0)
+    }
 }
 
 impl fmt::Display for ByteSize {
@@ -163,7 +175,9 @@ impl Budget {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BudgetError {
     #[error(
-        "{max_connections} connections need {committed} of queues and socket buffers, more than half of the {memory_limit} memory limit"
+        "{max_connections} connections need {} of queues and socket buffers, more than half of the {} memory limit",
+        committed.human(),
+        memory_limit.human()
     )]
     TooManyConnections { max_connections: usize, memory_limit: ByteSize, committed: ByteSize },
     #[error("heartbeat interval {0:?} is shorter than 10ms")]
@@ -228,6 +242,8 @@ mod tests {
         assert!("lots".parse::<ByteSize>().is_err());
         assert_eq!(ByteSize(1 << 30).to_string(), "1Gi");
         assert_eq!(ByteSize(768 << 20).to_string(), "768Mi");
+        assert_eq!(ByteSize(14_745_600_000).human(), "13.7 GiB");
+        assert_eq!(ByteSize(512).human(), "512 B");
     }
 
     /// The cgroup file's "max" means no limit; a number is the limit.
