@@ -34,6 +34,8 @@ start_hub() {
     taskset -c 0 "$HUB_BIN" serve >/dev/null 2>&1 &
   HUB_PID=$!
   for _ in $(seq 1 100); do
+    # Our hub must be the one answering (not another process on the same ports).
+    kill -0 "$HUB_PID" 2>/dev/null || { echo "the hub exited: are $PUBLIC or $ADMIN taken?" >&2; exit 1; }
     if curl -sf "http://$ADMIN/readyz" >/dev/null; then return; fi
     sleep 0.1
   done

@@ -191,7 +191,14 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
         // put pre-framed shared bytes on it with vectored writes.
         let upgraded = websocket.into_inner().into_inner();
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => session::run(hub, parts.io.into_inner(), parts.read_buf, channels).await,
+            Ok(parts) => {
+                // `read_buf` is a view into hyper's 8 KiB connection buffer and would keep all
+                // of it alive for the life of the connection; copy out what the client sent
+                // early (usually nothing) and let the buffer go.
+                let leftover = Bytes::copy_from_slice(&parts.read_buf);
+                drop(parts.read_buf);
+                session::run(hub, parts.io.into_inner(), leftover, channels).await
+            }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }
     });
