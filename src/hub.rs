@@ -16,6 +16,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::budget::Budget;
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::outbound::{Close, Event, Outbound, Push};
 use crate::protocol::{self, ChannelName, RequestError, MAX_CHANNELS_PER_CONNECTION};
@@ -57,7 +58,7 @@ impl Session {
 
     /// The channels this connection listens to.
     pub fn channels(&self) -> Vec<ChannelName> {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).list.clone()
+        lock(&self.channels).list.clone()
     }
 }
 
@@ -158,7 +159,7 @@ impl Hub {
     /// Removes a finished connection from every channel and from the registry.
     pub fn close_session(&self, session: &Arc<Session>) {
         let channels = {
-            let mut mine = session.channels.lock().unwrap_or_else(|p| p.into_inner());
+            let mut mine = lock(&session.channels);
             mine.closed = true;
             std::mem::take(&mut mine.list)
         };
@@ -175,7 +176,7 @@ impl Hub {
 
     /// Subscribes a connection; returns the channels it now listens to among those asked.
     pub fn subscribe(&self, session: &Arc<Session>, channels: &[ChannelName]) -> Result<(), RequestError> {
-        let mut guard = session.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&session.channels);
         if guard.closed {
             return Ok(());
         }
@@ -192,7 +193,7 @@ impl Hub {
                 Arc::new(Channel { inner: Mutex::new(ChannelInner::default()) })
             });
             let first = {
-                let mut inner = entry.inner.lock().unwrap_or_else(|p| p.into_inner());
+                let mut inner = lock(&entry.inner);
                 inner.subscribers.push(Arc::clone(session));
                 inner.subscribers.len() == 1
             };
@@ -207,7 +208,7 @@ impl Hub {
 
     /// Unsubscribes a connection from the channels it listens to among those given.
     pub fn unsubscribe(&self, session: &Arc<Session>, channels: &[ChannelName]) {
-        let mut guard = session.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&session.channels);
         let mine = &mut guard.list;
         for channel in channels {
             if let Some(at) = mine.iter().position(|c| c == channel) {
@@ -220,7 +221,7 @@ impl Hub {
     fn remove_subscriber(&self, channel: &ChannelName, id: SessionId) {
         let mut now_empty = false;
         let removed = self.channels.remove_if(channel, |_, ch| {
-            let mut inner = ch.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inner = lock(&ch.inner);
             if let Some(at) = inner.subscribers.iter().position(|s| s.id == id) {
                 inner.subscribers.swap_remove(at);
             }
@@ -258,9 +259,9 @@ impl Hub {
         let Some(entry) = self.channels.get(channel) else { return 0 };
         let channel_state = Arc::clone(entry.value());
         drop(entry);
-        let inner = &mut *channel_state.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &mut *lock(&channel_state.inner);
         inner.last_id += 1;
-        let mut id_text = itoa_buffer();
+        let mut id_text = [0u8; 20];
         let id = format_id(&mut id_text, inner.last_id);
         let event =
             Arc::new(Event { frame: protocol::encode_event(channel, id, payload), received_at, is_delivery: true });
@@ -284,10 +285,6 @@ impl Hub {
             session.outbound.close(close);
         }
     }
-}
-
-fn itoa_buffer() -> [u8; 20] {
-    [0u8; 20]
 }
 
 /// Writes `n` in decimal into `buffer` without allocating.
@@ -410,7 +407,7 @@ mod tests {
     /// Ids are decimal without allocation.
     #[test]
     fn ids_format() {
-        let mut buffer = itoa_buffer();
+        let mut buffer = [0u8; 20];
         assert_eq!(format_id(&mut buffer, 0), "0");
         assert_eq!(format_id(&mut buffer, u64::MAX), u64::MAX.to_string());
     }

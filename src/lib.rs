@@ -25,6 +25,7 @@ pub mod config;
 pub mod deploy;
 pub mod hub;
 pub mod inbound;
+mod lock;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;

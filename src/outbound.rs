@@ -14,6 +14,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
+use crate::lock::lock;
 use crate::metrics::CloseReason;
 use crate::wire::CloseCode;
 
@@ -106,8 +107,20 @@ impl Outbound {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock leaves plain data behind; keep going.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
+    }
+
+    /// Marks the connection closed under the held lock, drops what is queued, and wakes the
+    /// writer on both of its waits.
+    fn close_locked(&self, mut state: MutexGuard<'_, State>, close: Close) {
+        let freed = state.bytes;
+        state.frames = VecDeque::new();
+        state.bytes = 0;
+        state.close = Some(close);
+        drop(state);
+        self.queued_bytes.dec_by(freed as i64);
+        self.frames_ready.notify_one();
+        self.closing.notify_one();
     }
 
     /// Queues a frame. A frame larger than the cap is still accepted into an empty queue, so
@@ -119,14 +132,7 @@ impl Outbound {
             return Push::Closed;
         }
         if state.bytes > 0 && state.bytes + len > self.cap {
-            let freed = state.bytes;
-            state.frames = VecDeque::new();
-            state.bytes = 0;
-            state.close = Some(Close::SLOW_CONSUMER);
-            drop(state);
-            self.queued_bytes.dec_by(freed as i64);
-            self.frames_ready.notify_one();
-            self.closing.notify_one();
+            self.close_locked(state, Close::SLOW_CONSUMER);
             return Push::Overflowed;
         }
         let was_empty = state.frames.is_empty();
@@ -143,18 +149,11 @@ impl Outbound {
     /// Marks the connection for closing (the first reason wins) and drops what is queued.
     /// Returns whether this call set the reason.
     pub fn close(&self, close: Close) -> bool {
-        let mut state = self.lock();
+        let state = self.lock();
         if state.close.is_some() {
             return false;
         }
-        let freed = state.bytes;
-        state.frames = VecDeque::new();
-        state.bytes = 0;
-        state.close = Some(close);
-        drop(state);
-        self.queued_bytes.dec_by(freed as i64);
-        self.frames_ready.notify_one();
-        self.closing.notify_one();
+        self.close_locked(state, close);
         true
     }
 

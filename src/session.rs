@@ -44,7 +44,9 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, channels: Ve
     let session = hub.open_session();
     session.touch();
     if !channels.is_empty() {
-        subscribe(&hub, &session, &channels);
+        if let Err(error) = subscribe(&hub, &session, &channels) {
+            reject(&hub, &session, &error);
+        }
     }
     let (read_half, write_half) = stream.into_split();
     let reader_input = std::io::Cursor::new(leftover).chain(read_half);
@@ -56,13 +58,11 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, channels: Ve
     tracing::debug!(session = session.id.0, cause = cause.as_str(), "connection closed");
 }
 
-fn subscribe(hub: &Hub, session: &Arc<Session>, channels: &[ChannelName]) {
-    match hub.subscribe(session, channels) {
-        Ok(()) => {
-            session.outbound.push(&Event::control(protocol::encode_subscribed(channels)));
-        }
-        Err(error) => reject(hub, session, &error),
-    }
+/// Subscribes and queues the `subscribed` reply (used at connect time and by the reader).
+fn subscribe(hub: &Hub, session: &Arc<Session>, channels: &[ChannelName]) -> Result<(), RequestError> {
+    hub.subscribe(session, channels)?;
+    session.outbound.push(&Event::control(protocol::encode_subscribed(channels)));
+    Ok(())
 }
 
 fn reject(hub: &Hub, session: &Session, error: &RequestError) {
@@ -87,9 +87,7 @@ async fn read_loop<R: AsyncRead + Unpin>(hub: Arc<Hub>, session: Arc<Session>, i
         session.touch();
         let outcome = match frame {
             ClientFrame::Text(text) => match ClientMessage::parse(&text) {
-                Ok(ClientMessage::Subscribe(channels)) => hub.subscribe(&session, &channels).map(|()| {
-                    session.outbound.push(&Event::control(protocol::encode_subscribed(&channels)));
-                }),
+                Ok(ClientMessage::Subscribe(channels)) => subscribe(&hub, &session, &channels),
                 Ok(ClientMessage::Unsubscribe(channels)) => {
                     hub.unsubscribe(&session, &channels);
                     session.outbound.push(&Event::control(protocol::encode_unsubscribed(&channels)));
@@ -254,12 +252,10 @@ async fn write_loop(
 }
 
 fn record_batch(hub: &Hub, batch: &[Arc<Event>], bytes: usize) {
-    let deliveries = batch.iter().filter(|e| e.is_delivery).count();
-    if deliveries > 0 {
-        hub.metrics.deliveries.inc_by(deliveries as u64);
-        if let Some(oldest) = batch.iter().find(|e| e.is_delivery) {
-            hub.metrics.delivery_lag_seconds.observe(oldest.received_at.elapsed().as_secs_f64());
-        }
+    let mut deliveries = batch.iter().filter(|e| e.is_delivery);
+    if let Some(oldest) = deliveries.next() {
+        hub.metrics.delivery_lag_seconds.observe(oldest.received_at.elapsed().as_secs_f64());
+        hub.metrics.deliveries.inc_by(1 + deliveries.count() as u64);
     }
     hub.metrics.flushes.inc();
     hub.metrics.batch_frames.observe(batch.len() as f64);

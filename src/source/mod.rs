@@ -11,11 +11,36 @@
 pub mod embedded;
 pub mod redis;
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::lock::lock;
 use crate::protocol::ChannelName;
+
+/// When the source last handed the hub an event (`None`: not since start or since the last
+/// reconnect). Written on every event, read by readiness and the metrics.
+#[derive(Default)]
+pub struct LastEvent(Mutex<Option<Instant>>);
+
+impl LastEvent {
+    pub fn mark(&self, at: Instant) {
+        *lock(&self.0) = Some(at);
+    }
+
+    pub fn forget(&self) {
+        *lock(&self.0) = None;
+    }
+
+    pub fn get(&self) -> Option<Instant> {
+        *lock(&self.0)
+    }
+
+    pub fn age(&self) -> Option<Duration> {
+        self.get().map(|at| at.elapsed())
+    }
+}
 
 /// Why the source cannot serve right now (the readiness answer).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,14 +13,14 @@
 //!   catches the connection that is up but delivers nothing.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{NotReady, PublishError};
+use super::{LastEvent, NotReady, PublishError};
 use crate::hub::Hub;
 use crate::protocol::{ChannelName, ChannelPrefix};
 use crate::shutdown::Shutdown;
@@ -34,34 +34,13 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages fred may buffer for the pump before the oldest are dropped (and counted).
 const MESSAGE_BUFFER: usize = 16_384;
 
-/// State the tasks share.
-struct Shared {
-    /// When the last event (canary included) came from the subscription; `None` since a
-    /// (re)connect until the first one.
-    last_event: Mutex<Option<Instant>>,
-}
-
-impl Shared {
-    fn mark_event(&self, at: Instant) {
-        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
-    }
-
-    fn forget_events(&self) {
-        *self.last_event.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    fn last_event(&self) -> Option<Instant> {
-        *self.last_event.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// The Redis source.
 pub struct RedisSource {
     subscriber: Client,
     publisher: Client,
     prefix: ChannelPrefix,
     hub: Arc<Hub>,
-    shared: Arc<Shared>,
+    last_event: Arc<LastEvent>,
     started: Instant,
 }
 
@@ -83,7 +62,7 @@ impl RedisSource {
         let config = Config::from_url(url)?;
         let subscriber = build_client(&config)?;
         let publisher = build_client(&config)?;
-        let shared = Arc::new(Shared { last_event: Mutex::new(None) });
+        let last_event = Arc::new(LastEvent::default());
 
         // Receivers are taken before connecting so the first connect is seen too.
         let messages = subscriber.message_rx();
@@ -105,7 +84,7 @@ impl RedisSource {
             Arc::clone(&hub),
             prefix.clone(),
             canary_channel.clone(),
-            Arc::clone(&shared),
+            Arc::clone(&last_event),
             shutdown.clone(),
         ));
         shutdown.spawn(subscriptions(
@@ -115,7 +94,7 @@ impl RedisSource {
             canary_channel.clone(),
             interest,
             reconnects,
-            Arc::clone(&shared),
+            Arc::clone(&last_event),
             shutdown.clone(),
         ));
         shutdown.spawn(canary(
@@ -123,10 +102,10 @@ impl RedisSource {
             publisher.clone(),
             canary_channel,
             Arc::clone(&hub),
-            Arc::clone(&shared),
+            Arc::clone(&last_event),
             shutdown.clone(),
         ));
-        Ok(Self { subscriber, publisher, prefix, hub, shared, started: Instant::now() })
+        Ok(Self { subscriber, publisher, prefix, hub, last_event, started: Instant::now() })
     }
 
     /// Publishes `payload` on `<prefix><channel>`, so every pod sees it.
@@ -144,13 +123,13 @@ impl RedisSource {
 
     /// Ready while the subscriber is connected and events arrived within [`CANARY_STALL`].
     pub fn readiness(&self) -> Result<(), NotReady> {
-        let ready = readiness(&self.subscriber, &self.shared, self.started);
+        let ready = readiness(&self.subscriber, &self.last_event, self.started);
         self.hub.metrics.redis_connected.set(ready.is_ok() as i64);
         ready
     }
 
     pub fn last_event_age(&self) -> Option<Duration> {
-        self.shared.last_event().map(|t| t.elapsed())
+        self.last_event.get().map(|t| t.elapsed())
     }
 
     /// Closes both connections (after the drain).
@@ -160,11 +139,11 @@ impl RedisSource {
     }
 }
 
-fn readiness(subscriber: &Client, shared: &Shared, started: Instant) -> Result<(), NotReady> {
+fn readiness(subscriber: &Client, last_event: &LastEvent, started: Instant) -> Result<(), NotReady> {
     if !subscriber.is_connected() {
         return Err(NotReady::RedisDisconnected);
     }
-    match shared.last_event() {
+    match last_event.get() {
         Some(at) if at.elapsed() <= CANARY_STALL => Ok(()),
         Some(at) => Err(NotReady::SubscriptionSilent(at.elapsed())),
         None => Err(NotReady::SubscriptionSilent(started.elapsed().min(CANARY_STALL))),
@@ -193,7 +172,7 @@ async fn pump(
     hub: Arc<Hub>,
     prefix: ChannelPrefix,
     canary_channel: String,
-    shared: Arc<Shared>,
+    last_event: Arc<LastEvent>,
     shutdown: Shutdown,
 ) {
     loop {
@@ -205,7 +184,7 @@ async fn pump(
         match received {
             Ok(message) => {
                 let now = Instant::now();
-                shared.mark_event(now);
+                last_event.mark(now);
                 if &*message.channel == canary_channel.as_str() {
                     continue;
                 }
@@ -231,7 +210,7 @@ async fn subscriptions(
     canary_channel: String,
     mut interest: mpsc::UnboundedReceiver<ChannelName>,
     mut reconnects: broadcast::Receiver<fred::types::config::Server>,
-    shared: Arc<Shared>,
+    last_event: Arc<LastEvent>,
     shutdown: Shutdown,
 ) {
     let mut first_connect = true;
@@ -247,7 +226,7 @@ async fn subscriptions(
                     hub.metrics.source_reconnects.inc();
                 }
                 first_connect = false;
-                shared.forget_events();
+                last_event.forget();
                 let mut channels: Vec<String> = hub.channel_names().iter().map(|c| prefix.redis_channel(c)).collect();
                 channels.push(canary_channel.clone());
                 tracing::info!(channels = channels.len(), "redis connected; subscribing");
@@ -295,7 +274,7 @@ async fn canary(
     publisher: Client,
     canary_channel: String,
     hub: Arc<Hub>,
-    shared: Arc<Shared>,
+    last_event: Arc<LastEvent>,
     shutdown: Shutdown,
 ) {
     let started = Instant::now();
@@ -313,9 +292,9 @@ async fn canary(
         if publisher.is_connected() {
             let _ = command(publisher.publish::<i64, _, _>(canary_channel.as_str(), sequence.to_string())).await;
         }
-        let ready = readiness(&subscriber, &shared, started);
+        let ready = readiness(&subscriber, &last_event, started);
         hub.metrics.redis_connected.set(ready.is_ok() as i64);
-        if let Some(at) = shared.last_event() {
+        if let Some(at) = last_event.get() {
             hub.metrics.source_last_event_age_seconds.set(at.elapsed().as_secs_f64());
         }
         if let Err(NotReady::SubscriptionSilent(age)) = ready {
