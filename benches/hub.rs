@@ -9,15 +9,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mt_stream::budget::Budget;
+use mt_stream::event_id::EventId;
 use mt_stream::hub::Hub;
 use mt_stream::metrics::Metrics;
+use mt_stream::policy::ChannelPolicies;
 use mt_stream::outbound::{Event, Outbound};
 use mt_stream::protocol::{self, ChannelName};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 fn hub() -> Arc<Hub> {
-    Arc::new(Hub::new(Budget::default(), Metrics::new(&mut Registry::default()), None))
+    Arc::new(Hub::new(Budget::default(), Metrics::new(&mut Registry::default()), None, ChannelPolicies::default()))
 }
 
 fn payload(size: usize) -> Vec<u8> {
@@ -37,7 +39,7 @@ fn fan_out(c: &mut Criterion) {
         let sessions: Vec<_> = (0..subscribers)
             .map(|_| {
                 let session = hub.open_session();
-                hub.subscribe(&session, std::slice::from_ref(&channel)).unwrap();
+                hub.subscribe(&session, std::slice::from_ref(&channel), &[]).unwrap();
                 session
             })
             .collect();
@@ -45,7 +47,7 @@ fn fan_out(c: &mut Criterion) {
         group.throughput(Throughput::Elements(subscribers as u64));
         group.bench_with_input(BenchmarkId::from_parameter(subscribers), &subscribers, |b, _| {
             b.iter(|| {
-                black_box(hub.publish(&channel, black_box(&event), Instant::now()));
+                black_box(hub.publish(&channel, None, black_box(&event), Instant::now()));
                 for session in &sessions {
                     session.outbound.drain_into(&mut batch);
                     batch.clear();
@@ -92,7 +94,7 @@ fn registry_churn(c: &mut Criterion) {
                         let session = hub.open_session();
                         for i in 0..iterations as usize {
                             let channel = &channels[(i * 7 + t) % channels.len()];
-                            hub.subscribe(&session, std::slice::from_ref(channel)).unwrap();
+                            hub.subscribe(&session, std::slice::from_ref(channel), &[]).unwrap();
                             hub.unsubscribe(&session, std::slice::from_ref(channel));
                         }
                     })
@@ -111,7 +113,13 @@ fn registry_churn(c: &mut Criterion) {
 fn batch_drain(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch_drain");
     let queue = Outbound::new(1 << 30, Gauge::default());
-    let event = Arc::new(Event { frame: Bytes::from(vec![0u8; 300]), received_at: Instant::now(), is_delivery: true });
+    let event = Event::delivery(
+        Bytes::from(vec![0u8; 300]),
+        Instant::now(),
+        ChannelName::new("bench").unwrap(),
+        EventId::new(1, 0),
+        false,
+    );
     let mut batch = Vec::with_capacity(64);
     group.throughput(Throughput::Elements(64));
     group.bench_function("push_64_drain_once", |b| {

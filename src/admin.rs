@@ -107,7 +107,8 @@ async fn publish(request: Request<Incoming>, app: &App, channel: &str) -> Respon
         }
     };
     match app.source.publish(&channel, body).await {
-        Ok(()) => text(StatusCode::ACCEPTED, "published\n"),
+        Ok(Some(id)) => text(StatusCode::ACCEPTED, format!("published {id}\n")),
+        Ok(None) => text(StatusCode::ACCEPTED, "published\n"),
         Err(error) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")),
     }
 }

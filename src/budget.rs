@@ -141,6 +141,12 @@ impl Budget {
         ByteSize(share.max(MIN_QUEUE_CAP.0))
     }
 
+    /// What the embedded broker's in-memory history may hold: an eighth of the memory limit
+    /// (inside the half `validate` keeps free of queues and socket buffers).
+    pub fn embedded_history_cap(&self) -> ByteSize {
+        ByteSize(self.memory_limit.0 / 8)
+    }
+
     /// Kernel socket buffer memory the connection cap may pin (the kernel doubles what we ask).
     pub fn socket_buffers_reserve(&self) -> ByteSize {
         let per_connection = 2 * (SOCKET_SEND_BUFFER.0 + SOCKET_RECV_BUFFER.0);

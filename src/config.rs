@@ -8,6 +8,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use crate::budget::{self, Budget, ByteSize};
+use crate::policy::{ChannelPatterns, ChannelPolicies, HistoryLimits};
 use crate::protocol::ChannelPrefix;
 
 /// Flags of `mt-stream serve`; every flag is also an environment variable (the flag wins).
@@ -46,6 +47,19 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "MT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Channel patterns whose events are kept for resume (comma-separated, `*` = any run of
+    /// characters); empty = none.
+    #[arg(long, env = "MT_HISTORY_CHANNELS", default_value = "*")]
+    pub history_channels: String,
+    /// Events kept per channel.
+    #[arg(long, env = "MT_HISTORY_MAX_EVENTS", default_value = "1000")]
+    pub history_max_events: String,
+    /// Events older than this many seconds are trimmed from history.
+    #[arg(long, env = "MT_HISTORY_MAX_AGE_SECONDS", default_value = "3600")]
+    pub history_max_age_seconds: String,
+    /// Channel patterns whose slow consumers keep only the newest event instead of being closed.
+    #[arg(long, env = "MT_CONFLATE_CHANNELS", default_value = "")]
+    pub conflate_channels: String,
     /// Reserved for a GitHub event source; accepted so the chart can pass it.
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, hide = true)]
     pub github_token: Option<String>,
@@ -81,6 +95,7 @@ pub struct Config {
     pub publish_token: Option<String>,
     pub drain: Duration,
     pub log_format: LogFormat,
+    pub policies: ChannelPolicies,
 }
 
 /// A setting that cannot be used; the message names it.
@@ -178,6 +193,13 @@ impl Config {
             other => return Err(invalid("MT_LOG_FORMAT", format!("expected text or json, got {other:?}"))),
         };
 
+        let policies = policies_from(
+            &args.history_channels,
+            &args.history_max_events,
+            &args.history_max_age_seconds,
+            &args.conflate_channels,
+        )?;
+
         Ok(Self {
             listen,
             admin_listen,
@@ -188,8 +210,23 @@ impl Config {
             publish_token,
             drain: Duration::from_secs(drain_seconds),
             log_format,
+            policies,
         })
     }
+}
+
+/// The history and conflation settings (shared by `serve` and `publish`).
+pub fn policies_from(
+    history_channels: &str,
+    max_events: &str,
+    max_age_seconds: &str,
+    conflate_channels: &str,
+) -> Result<ChannelPolicies, ConfigError> {
+    let history = ChannelPatterns::parse(history_channels).map_err(|e| invalid("MT_HISTORY_CHANNELS", e))?;
+    let max_events = positive_integer("MT_HISTORY_MAX_EVENTS", max_events)?;
+    let max_age = Duration::from_secs(positive_integer("MT_HISTORY_MAX_AGE_SECONDS", max_age_seconds)?);
+    let conflate = ChannelPatterns::parse(conflate_channels).map_err(|e| invalid("MT_CONFLATE_CHANNELS", e))?;
+    Ok(ChannelPolicies { history, limits: HistoryLimits { max_events, max_age }, conflate })
 }
 
 #[cfg(test)]
@@ -220,6 +257,7 @@ mod tests {
         assert_eq!(config.drain, Duration::from_secs(20));
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.channel_prefix.as_str(), "mt:");
+        assert_eq!(config.policies, ChannelPolicies::default());
     }
 
     /// Each bad value is refused with an error naming its setting.
@@ -240,6 +278,10 @@ mod tests {
             (&["--log-format", "xml"], "MT_LOG_FORMAT"),
             (&["--redis-url", "http://example"], "REDIS_URL"),
             (&["--channel-prefix", "bad prefix"], "MT_CHANNEL_PREFIX"),
+            (&["--history-channels", "a b"], "MT_HISTORY_CHANNELS"),
+            (&["--history-max-events", "0"], "MT_HISTORY_MAX_EVENTS"),
+            (&["--history-max-age-seconds", "1h"], "MT_HISTORY_MAX_AGE_SECONDS"),
+            (&["--conflate-channels", "prices/*"], "MT_CONFLATE_CHANNELS"),
         ];
         for (flags, setting) in cases {
             let error = parse(flags).expect_err(&format!("{flags:?} must be refused"));

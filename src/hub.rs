@@ -7,18 +7,27 @@
 //!
 //! The hub also owns connection admission (the connection cap) and tells the event source,
 //! through an interest channel, when a channel gains its first or loses its last subscriber.
+//!
+//! A subscription that resumes from an id starts *recovering*: it is held beside the channel's
+//! live subscribers and the channel's live events are kept for it (bounded) while
+//! `crate::recovery` replays history; [`Hub::finish_recovery`] then, under the channel's lock,
+//! hands over the kept events newer than the replay and makes the subscription live, so no
+//! event falls between history and live, and none comes twice.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::budget::Budget;
+use crate::event_id::{self, EventId};
 use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::outbound::{Close, Event, Outbound, Push};
+use crate::policy::ChannelPolicies;
 use crate::protocol::{self, ChannelName, RequestError, MAX_CHANNELS_PER_CONNECTION};
 
 /// Identifies a connection for the life of the process.
@@ -64,13 +73,41 @@ impl Session {
 
 struct Channel {
     inner: Mutex<ChannelInner>,
+    /// Slow consumers of this channel are conflated rather than closed.
+    conflate: bool,
+    /// The source delivers this channel's events (Redis confirmed the SUBSCRIBE); a resume
+    /// reads history only once this holds, so nothing published meanwhile is missed.
+    live: AtomicBool,
 }
 
 #[derive(Default)]
 struct ChannelInner {
-    /// The last id given to an event of this channel.
-    last_id: u64,
+    /// The id of the channel's newest event.
+    last_id: EventId,
     subscribers: Vec<Arc<Session>>,
+    /// Subscriptions replaying history; they get live events only through their buffer.
+    recovering: Vec<Recovering>,
+}
+
+/// A subscription replaying history, and the live events that arrived meanwhile.
+struct Recovering {
+    session: Arc<Session>,
+    buffer: Vec<Arc<Event>>,
+    bytes: usize,
+    /// The buffer outgrew the connection's queue cap and was dropped; the replay must read
+    /// history further before the subscription can go live.
+    overflowed: bool,
+}
+
+/// How [`Hub::finish_recovery`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// The subscription is live; this many buffered events were handed over after the replay.
+    Live { handed_over: u64 },
+    /// Too many live events arrived during the replay; read history on from where it stopped.
+    ReadMore,
+    /// The subscription is gone (unsubscribed or the connection closed).
+    Gone,
 }
 
 /// A held connection slot; dropping it frees the slot.
@@ -95,12 +132,21 @@ pub struct Hub {
     budget: Budget,
     /// Channels whose first subscriber arrived or last one left; read by the event source.
     interest: Option<mpsc::UnboundedSender<ChannelName>>,
+    policies: ChannelPolicies,
+    /// Woken when a channel becomes live (see [`Channel::live`]).
+    live_changed: Notify,
     pub metrics: Metrics,
 }
 
 impl Hub {
-    /// A hub; `interest` receives channel names whose local interest changed (Redis source).
-    pub fn new(budget: Budget, metrics: Metrics, interest: Option<mpsc::UnboundedSender<ChannelName>>) -> Self {
+    /// A hub; `interest` receives channel names whose local interest changed (Redis source),
+    /// and with it channels are live only once the source says so ([`Hub::mark_live`]).
+    pub fn new(
+        budget: Budget,
+        metrics: Metrics,
+        interest: Option<mpsc::UnboundedSender<ChannelName>>,
+        policies: ChannelPolicies,
+    ) -> Self {
         Self {
             channels: DashMap::new(),
             sessions: DashMap::new(),
@@ -109,12 +155,18 @@ impl Hub {
             draining: AtomicBool::new(false),
             budget,
             interest,
+            policies,
+            live_changed: Notify::new(),
             metrics,
         }
     }
 
     pub fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    pub fn policies(&self) -> &ChannelPolicies {
+        &self.policies
     }
 
     /// Takes a connection slot, or `None` at the cap.
@@ -174,28 +226,51 @@ impl Hub {
         self.sessions.iter().map(|entry| Arc::clone(entry.value())).collect()
     }
 
-    /// Subscribes a connection; returns the channels it now listens to among those asked.
-    pub fn subscribe(&self, session: &Arc<Session>, channels: &[ChannelName]) -> Result<(), RequestError> {
+    /// Subscribes a connection to the channels it does not hold yet; those also in `resume`
+    /// start recovering (see [`Hub::finish_recovery`]). Returns the channels that started
+    /// recovering.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        channels: &[ChannelName],
+        resume: &[ChannelName],
+    ) -> Result<Vec<ChannelName>, RequestError> {
         let mut guard = lock(&session.channels);
         if guard.closed {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mine = &mut guard.list;
         let new: Vec<&ChannelName> = channels.iter().filter(|c| !mine.contains(c)).collect();
         if mine.len() + new.len() > MAX_CHANNELS_PER_CONNECTION {
             return Err(RequestError::TooManyChannels { max: MAX_CHANNELS_PER_CONNECTION });
         }
+        let mut recovering = Vec::new();
         for channel in new {
             // The dashmap entry guard is held while the subscriber is added, so a concurrent
             // removal of the emptied channel cannot orphan this subscription.
             let entry = self.channels.entry(channel.clone()).or_insert_with(|| {
                 self.metrics.channels.inc();
-                Arc::new(Channel { inner: Mutex::new(ChannelInner::default()) })
+                Arc::new(Channel {
+                    inner: Mutex::new(ChannelInner::default()),
+                    conflate: self.policies.conflates(channel),
+                    live: AtomicBool::new(self.interest.is_none()),
+                })
             });
             let first = {
                 let mut inner = lock(&entry.inner);
-                inner.subscribers.push(Arc::clone(session));
-                inner.subscribers.len() == 1
+                let first = inner.subscribers.is_empty() && inner.recovering.is_empty();
+                if resume.contains(channel) {
+                    inner.recovering.push(Recovering {
+                        session: Arc::clone(session),
+                        buffer: Vec::new(),
+                        bytes: 0,
+                        overflowed: false,
+                    });
+                    recovering.push(channel.clone());
+                } else {
+                    inner.subscribers.push(Arc::clone(session));
+                }
+                first
             };
             drop(entry);
             mine.push(channel.clone());
@@ -203,7 +278,75 @@ impl Hub {
                 self.interest_changed(channel);
             }
         }
-        Ok(())
+        Ok(recovering)
+    }
+
+    /// Ends a recovery whose replay reached `replayed_to`: under the channel's lock, queues the
+    /// live events kept meanwhile that are newer, then `notice(handed_over)`, and makes the
+    /// subscription live. Nothing can be published between the two, so the seam has no gap.
+    pub fn finish_recovery(
+        &self,
+        session: &Arc<Session>,
+        channel: &ChannelName,
+        replayed_to: EventId,
+        notice: impl FnOnce(u64) -> Bytes,
+    ) -> Finish {
+        let Some(entry) = self.channels.get(channel) else { return Finish::Gone };
+        let channel_state = Arc::clone(entry.value());
+        drop(entry);
+        let mut inner = lock(&channel_state.inner);
+        let Some(at) = inner.recovering.iter().position(|r| r.session.id == session.id) else {
+            return Finish::Gone;
+        };
+        if inner.recovering[at].overflowed {
+            let recovering = &mut inner.recovering[at];
+            recovering.overflowed = false;
+            return Finish::ReadMore;
+        }
+        let recovering = inner.recovering.swap_remove(at);
+        let mut handed_over = 0;
+        for event in &recovering.buffer {
+            if event.delivery_id().is_some_and(|(_, id)| id > replayed_to) {
+                self.push(session, event);
+                handed_over += 1;
+            }
+        }
+        session.outbound.push(&Event::control(notice(handed_over)));
+        inner.subscribers.push(Arc::clone(session));
+        Finish::Live { handed_over }
+    }
+
+    /// Marks channels live: the source now delivers their events (Redis SUBSCRIBE confirmed).
+    pub fn mark_live(&self, channels: &[ChannelName]) {
+        for channel in channels {
+            if let Some(entry) = self.channels.get(channel) {
+                entry.live.store(true, Ordering::Release);
+            }
+        }
+        self.live_changed.notify_waiters();
+    }
+
+    /// Marks every channel not live (the source lost its subscriptions).
+    pub fn mark_all_not_live(&self) {
+        for entry in self.channels.iter() {
+            entry.live.store(false, Ordering::Release);
+        }
+    }
+
+    /// Resolves once `channel` is live or after `timeout` (the caller checks again).
+    pub async fn wait_live(&self, channel: &ChannelName, timeout: std::time::Duration) -> bool {
+        let notified = self.live_changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.is_live(channel) {
+            return true;
+        }
+        let _ = tokio::time::timeout(timeout, notified).await;
+        self.is_live(channel)
+    }
+
+    fn is_live(&self, channel: &ChannelName) -> bool {
+        self.channels.get(channel).is_some_and(|entry| entry.live.load(Ordering::Acquire))
     }
 
     /// Unsubscribes a connection from the channels it listens to among those given.
@@ -224,8 +367,10 @@ impl Hub {
             let mut inner = lock(&ch.inner);
             if let Some(at) = inner.subscribers.iter().position(|s| s.id == id) {
                 inner.subscribers.swap_remove(at);
+            } else if let Some(at) = inner.recovering.iter().position(|r| r.session.id == id) {
+                inner.recovering.swap_remove(at);
             }
-            now_empty = inner.subscribers.is_empty();
+            now_empty = inner.subscribers.is_empty() && inner.recovering.is_empty();
             now_empty
         });
         if removed.is_some() {
@@ -253,30 +398,55 @@ impl Hub {
         self.channels.iter().map(|entry| entry.key().clone()).collect()
     }
 
-    /// Fans an event out to the channel's subscribers; returns how many queues took it.
-    pub fn publish(&self, channel: &ChannelName, payload: &[u8], received_at: Instant) -> usize {
+    /// Fans an event out to the channel's subscribers; returns how many queues took it. `id` is
+    /// the event's history id; without one (a channel without history, or a plain Redis
+    /// PUBLISH) the hub makes one up that follows the channel's last.
+    pub fn publish(&self, channel: &ChannelName, id: Option<EventId>, payload: &[u8], received_at: Instant) -> usize {
         self.metrics.messages_received.inc();
         let Some(entry) = self.channels.get(channel) else { return 0 };
         let channel_state = Arc::clone(entry.value());
         drop(entry);
         let inner = &mut *lock(&channel_state.inner);
-        inner.last_id += 1;
-        let mut id_text = [0u8; 20];
-        let id = format_id(&mut id_text, inner.last_id);
-        let event =
-            Arc::new(Event { frame: protocol::encode_event(channel, id, payload), received_at, is_delivery: true });
+        let id = id.unwrap_or_else(|| EventId::next_after(inner.last_id, event_id::now_ms()));
+        inner.last_id = inner.last_id.max(id);
+        let mut id_text = [0u8; event_id::MAX_ID_LEN];
+        let frame = protocol::encode_event(channel, id.write(&mut id_text), payload);
+        let event = Event::delivery(frame, received_at, channel.clone(), id, channel_state.conflate);
         let mut queued = 0;
         for session in &inner.subscribers {
-            match session.outbound.push(&event) {
-                Push::Queued => queued += 1,
-                Push::Overflowed => {
-                    self.metrics.slow_consumer_disconnects.inc();
-                    tracing::info!(session = session.id.0, "slow consumer: closing with 4008");
-                }
-                Push::Closed => {}
+            queued += self.push(session, &event) as usize;
+        }
+        for recovering in &mut inner.recovering {
+            if recovering.overflowed {
+                continue;
+            }
+            recovering.bytes += event.frame.len();
+            if recovering.bytes > recovering.session.outbound.cap() {
+                recovering.buffer = Vec::new();
+                recovering.bytes = 0;
+                recovering.overflowed = true;
+            } else {
+                recovering.buffer.push(Arc::clone(&event));
             }
         }
         queued
+    }
+
+    /// Queues an event for one connection; returns whether it was queued.
+    fn push(&self, session: &Session, event: &Arc<Event>) -> bool {
+        match session.outbound.push(event) {
+            Push::Queued => true,
+            Push::Conflated => {
+                self.metrics.conflations.inc();
+                true
+            }
+            Push::Overflowed => {
+                self.metrics.slow_consumer_disconnects.inc();
+                tracing::info!(session = session.id.0, "slow consumer: closing with 4008");
+                false
+            }
+            Push::Closed => false,
+        }
     }
 
     /// Asks every connection to close with `close` (used by the drain).
@@ -287,20 +457,6 @@ impl Hub {
     }
 }
 
-/// Writes `n` in decimal into `buffer` without allocating.
-fn format_id(buffer: &mut [u8; 20], mut n: u64) -> &str {
-    let mut at = buffer.len();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buffer[at..]).expect("decimal digits are UTF-8")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +465,7 @@ mod tests {
     fn hub() -> (Arc<Hub>, mpsc::UnboundedReceiver<ChannelName>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Metrics::new(&mut Registry::default());
-        (Arc::new(Hub::new(Budget::default(), metrics, Some(tx))), rx)
+        (Arc::new(Hub::new(Budget::default(), metrics, Some(tx), ChannelPolicies::default())), rx)
     }
 
     fn name(n: &str) -> ChannelName {
@@ -335,18 +491,63 @@ mod tests {
         let (hub, _) = hub();
         let a = hub.open_session();
         let b = hub.open_session();
-        hub.subscribe(&a, &[name("x")]).unwrap();
-        hub.subscribe(&b, &[name("x")]).unwrap();
-        assert_eq!(hub.publish(&name("x"), b"1", Instant::now()), 2);
-        assert_eq!(hub.publish(&name("y"), b"1", Instant::now()), 0);
-        hub.publish(&name("x"), b"2", Instant::now());
+        hub.subscribe(&a, &[name("x")], &[]).unwrap();
+        hub.subscribe(&b, &[name("x")], &[]).unwrap();
+        assert_eq!(hub.publish(&name("x"), None, b"1", Instant::now()), 2);
+        assert_eq!(hub.publish(&name("y"), None, b"1", Instant::now()), 0);
+        hub.publish(&name("x"), None, b"2", Instant::now());
         let (mut qa, mut qb) = (Vec::new(), Vec::new());
         a.outbound.drain_into(&mut qa);
         b.outbound.drain_into(&mut qb);
         assert!(Arc::ptr_eq(&qa[0], &qb[0]), "the same event object is shared");
         assert_eq!(qa.len(), 2);
-        hub.publish(&name("x"), b"3", Instant::now());
-        assert_eq!(drained_ids(&a), ["3"]);
+        hub.publish(&name("x"), Some(EventId::new(5, 0)), b"3", Instant::now());
+        hub.publish(&name("x"), None, b"4", Instant::now());
+        let ids: Vec<EventId> = drained_ids(&a).iter().map(|id| id.parse().unwrap()).collect();
+        assert_eq!(ids[0], EventId::new(5, 0), "a history id is kept as given");
+        assert!(ids[1] > ids[0], "a made-up id follows the channel's last");
+    }
+
+    /// A recovering subscription gets no live events directly; finishing hands over those newer
+    /// than the replay, then the notice, then it is live. An overflowing buffer asks for more.
+    #[test]
+    fn recovery_seam_has_no_gap_and_no_duplicate() {
+        let (hub, _) = hub();
+        let a = hub.open_session();
+        let recovering = hub.subscribe(&a, &[name("x")], &[name("x")]).unwrap();
+        assert_eq!(recovering, [name("x")]);
+        assert!(hub.has_subscribers(&name("x")), "a recovering subscription keeps the channel wanted");
+        for ms in 1..=3 {
+            hub.publish(&name("x"), Some(EventId::new(ms, 0)), b"1", Instant::now());
+        }
+        assert!(drained_ids(&a).is_empty(), "nothing live while recovering");
+        // The replay already wrote up to 2-0: only 3-0 is handed over, then the notice.
+        let finish = hub.finish_recovery(&a, &name("x"), EventId::new(2, 0), |n| {
+            protocol::encode_recovered(&name("x"), EventId::new(0, 0), n, Ok(()))
+        });
+        assert_eq!(finish, Finish::Live { handed_over: 1 });
+        let mut batch = Vec::new();
+        a.outbound.drain_into(&mut batch);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[0].delivery_id().unwrap().1, EventId::new(3, 0));
+        assert!(!batch[1].is_delivery(), "the notice follows the handed-over events");
+        hub.publish(&name("x"), Some(EventId::new(4, 0)), b"1", Instant::now());
+        assert_eq!(drained_ids(&a), ["4-0"], "live after the seam");
+        assert_eq!(hub.finish_recovery(&a, &name("x"), EventId::new(4, 0), |_| Bytes::new()), Finish::Gone);
+
+        let b = hub.open_session();
+        hub.subscribe(&b, &[name("y")], &[name("y")]).unwrap();
+        let big = vec![b'x'; b.outbound.cap() / 3];
+        for ms in 1..=4 {
+            hub.publish(&name("y"), Some(EventId::new(ms, 0)), &big, Instant::now());
+        }
+        assert_eq!(hub.finish_recovery(&b, &name("y"), EventId::new(0, 0), |_| Bytes::new()), Finish::ReadMore);
+        assert_eq!(
+            hub.finish_recovery(&b, &name("y"), EventId::new(4, 0), |_| Bytes::new()),
+            Finish::Live { handed_over: 0 }
+        );
+        hub.unsubscribe(&b, &[name("y")]);
+        assert!(!hub.has_subscribers(&name("y")));
     }
 
     /// The source hears of a channel's first subscriber and of its last one leaving.
@@ -355,8 +556,8 @@ mod tests {
         let (hub, mut interest) = hub();
         let a = hub.open_session();
         let b = hub.open_session();
-        hub.subscribe(&a, &[name("x")]).unwrap();
-        hub.subscribe(&b, &[name("x")]).unwrap();
+        hub.subscribe(&a, &[name("x")], &[]).unwrap();
+        hub.subscribe(&b, &[name("x")], &[]).unwrap();
         assert_eq!(interest.try_recv().unwrap(), name("x"));
         assert!(interest.try_recv().is_err(), "second subscriber is no news");
         hub.unsubscribe(&a, &[name("x")]);
@@ -373,7 +574,7 @@ mod tests {
     fn admission_respects_the_cap() {
         let (tx, _rx) = mpsc::unbounded_channel();
         let budget = Budget { max_connections: std::num::NonZeroUsize::new(2).unwrap(), ..Budget::default() };
-        let hub = Arc::new(Hub::new(budget, Metrics::new(&mut Registry::default()), Some(tx)));
+        let hub = Arc::new(Hub::new(budget, Metrics::new(&mut Registry::default()), Some(tx), ChannelPolicies::default()));
         let first = hub.try_admit().expect("slot 1");
         let _second = hub.try_admit().expect("slot 2");
         assert!(hub.try_admit().is_none());
@@ -387,9 +588,9 @@ mod tests {
         let (hub, _) = hub();
         let a = hub.open_session();
         let many: Vec<ChannelName> = (0..MAX_CHANNELS_PER_CONNECTION + 1).map(|i| name(&format!("c{i}"))).collect();
-        assert!(hub.subscribe(&a, &many).is_err());
+        assert!(hub.subscribe(&a, &many, &[]).is_err());
         assert!(a.channels().is_empty(), "nothing subscribed on refusal");
-        hub.subscribe(&a, &many[..MAX_CHANNELS_PER_CONNECTION]).unwrap();
+        hub.subscribe(&a, &many[..MAX_CHANNELS_PER_CONNECTION], &[]).unwrap();
         assert_eq!(a.channels().len(), MAX_CHANNELS_PER_CONNECTION);
     }
 
@@ -399,16 +600,9 @@ mod tests {
         let (hub, _) = hub();
         let a = hub.open_session();
         hub.close_session(&a);
-        hub.subscribe(&a, &[name("x")]).unwrap();
+        hub.subscribe(&a, &[name("x")], &[]).unwrap();
         assert!(!hub.has_subscribers(&name("x")));
         assert!(a.channels().is_empty());
     }
 
-    /// Ids are decimal without allocation.
-    #[test]
-    fn ids_format() {
-        let mut buffer = [0u8; 20];
-        assert_eq!(format_id(&mut buffer, 0), "0");
-        assert_eq!(format_id(&mut buffer, u64::MAX), u64::MAX.to_string());
-    }
 }

@@ -14,6 +14,10 @@
 //! - [`protocol`]: the JSON messages of the wire protocol and channel-name validation.
 //! - [`wire`]: WebSocket framing of what the hub sends (each event framed once, shared).
 //! - [`source`]: where events come from: the embedded broker or Redis (with its canary).
+//! - [`history`]: channel history (Redis streams, or in memory) read back for resume.
+//! - [`recovery`]: resume from a client's last id: history replay and the seam to live events.
+//! - [`event_id`]: event ids (`<ms>-<seq>`, Redis stream ids).
+//! - [`policy`]: per-channel policies by pattern: history kept, slow consumers conflated.
 //! - [`metrics`]: every Prometheus metric, in one place.
 //! - [`shutdown`]: the cancellation token and task tracker every task runs under.
 //! - [`publish`]: `mt-stream publish`, the operator's way to send one event.
@@ -23,13 +27,17 @@ pub mod admin;
 pub mod budget;
 pub mod config;
 pub mod deploy;
+pub mod event_id;
+pub mod history;
 pub mod hub;
 pub mod inbound;
 mod lock;
 pub mod metrics;
 pub mod outbound;
+pub mod policy;
 pub mod protocol;
 pub mod publish;
+pub mod recovery;
 pub mod serve;
 pub mod server;
 pub mod session;

@@ -32,11 +32,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Publish(args) => {
-                let receivers = mt_stream::publish::run(args).await?;
-                match receivers {
-                    Some(n) => println!("published to redis ({n} subscribers)"),
-                    None => println!("published"),
-                }
+                println!("{}", mt_stream::publish::run(args).await?);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Deploy(args) => mt_stream::deploy::run(args).await,

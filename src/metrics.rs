@@ -89,6 +89,13 @@ pub struct CloseLabels {
     pub reason: CloseReason,
 }
 
+/// How a resume ended (the `outcome` label; bounded set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResumeLabels {
+    /// `recovered`, or the `reason` of `recovered: false` in snake case.
+    pub outcome: &'static str,
+}
+
 /// The hub's metrics; cloned handles share the same values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -100,6 +107,10 @@ pub struct Metrics {
     pub deliveries: Counter,
     pub flushes: Counter,
     pub slow_consumer_disconnects: Counter,
+    pub conflations: Counter,
+    pub resumes: Family<ResumeLabels, Counter>,
+    pub history_replayed: Counter,
+    pub history_errors: Counter,
     pub heartbeat_timeouts: Counter,
     pub client_errors: Counter,
     pub queued_bytes: Gauge,
@@ -125,6 +136,10 @@ impl Metrics {
             deliveries: Counter::default(),
             flushes: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
+            conflations: Counter::default(),
+            resumes: Family::default(),
+            history_replayed: Counter::default(),
+            history_errors: Counter::default(),
             heartbeat_timeouts: Counter::default(),
             client_errors: Counter::default(),
             queued_bytes: Gauge::default(),
@@ -155,6 +170,14 @@ impl Metrics {
             "Clients closed with 4008 because their queue exceeded the budget",
             metrics.slow_consumer_disconnects.clone(),
         );
+        r.register(
+            "slow_consumer_conflations",
+            "Pushes to a lagging client that conflated its queued events instead of closing it",
+            metrics.conflations.clone(),
+        );
+        r.register("resumes", "Subscriptions resumed from an id, by outcome", metrics.resumes.clone());
+        r.register("history_replayed", "Events replayed from history to resuming clients", metrics.history_replayed.clone());
+        r.register("history_errors", "History reads that failed (retried)", metrics.history_errors.clone());
         r.register(
             "heartbeat_timeouts",
             "Clients closed with 4000 because they answered no ping",

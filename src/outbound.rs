@@ -5,6 +5,11 @@
 //! over its cap the client is a slow consumer: the queue is emptied at once (its memory freed)
 //! and the connection is marked for a 4008 close. A push never blocks and never waits for the
 //! socket, so one stalled client cannot slow a publisher or anyone else.
+//!
+//! Channels with the `conflate` policy are the exception: when an event of such a channel
+//! would overflow the queue, every queued event of a conflated channel except its newest is
+//! dropped and replaced by one `skipped` notice (how many, from which id to which), and the
+//! queue closes only if that did not free enough room.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,8 +19,10 @@ use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
+use crate::event_id::EventId;
 use crate::lock::lock;
 use crate::metrics::CloseReason;
+use crate::protocol::{self, ChannelName};
 use crate::wire::CloseCode;
 
 /// One framed message, shared by every queue it is pushed to.
@@ -25,14 +32,58 @@ pub struct Event {
     pub frame: Bytes,
     /// When the source handed it to the hub (delivery lag is measured from here).
     pub received_at: Instant,
-    /// True for channel events (counted as deliveries), false for replies and control frames.
-    pub is_delivery: bool,
+    pub kind: EventKind,
+}
+
+/// What a queued frame is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A reply or control frame.
+    Control,
+    /// A channel event (counted as a delivery).
+    Delivery { channel: ChannelName, id: EventId, conflate: bool },
+    /// A `skipped` notice left by conflation.
+    Skipped(Skip),
+}
+
+/// Events of one channel dropped by conflation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub channel: ChannelName,
+    pub count: u64,
+    pub from: EventId,
+    pub to: EventId,
 }
 
 impl Event {
     /// A reply or control frame for one connection.
     pub fn control(frame: Bytes) -> Arc<Self> {
-        Arc::new(Self { frame, received_at: Instant::now(), is_delivery: false })
+        Arc::new(Self { frame, received_at: Instant::now(), kind: EventKind::Control })
+    }
+
+    /// A channel event (its frame built by [`protocol::encode_event`]).
+    pub fn delivery(frame: Bytes, received_at: Instant, channel: ChannelName, id: EventId, conflate: bool) -> Arc<Self> {
+        Arc::new(Self { frame, received_at, kind: EventKind::Delivery { channel, id, conflate } })
+    }
+
+    pub fn is_delivery(&self) -> bool {
+        matches!(self.kind, EventKind::Delivery { .. })
+    }
+
+    /// The channel and id of a delivery.
+    pub fn delivery_id(&self) -> Option<(&ChannelName, EventId)> {
+        match &self.kind {
+            EventKind::Delivery { channel, id, .. } => Some((channel, *id)),
+            _ => None,
+        }
+    }
+
+    fn conflated_channel(&self) -> Option<&ChannelName> {
+        match &self.kind {
+            EventKind::Delivery { channel, conflate: true, .. } => Some(channel),
+            EventKind::Skipped(skip) => Some(&skip.channel),
+            _ => None,
+        }
     }
 }
 
@@ -65,6 +116,8 @@ pub enum Push {
     Queued,
     /// This push took the queue over its cap; the connection is now closing with 4008.
     Overflowed,
+    /// Queued after conflating older events of conflated channels.
+    Conflated,
     /// The connection is already closing; the frame was dropped.
     Closed,
 }
@@ -83,6 +136,9 @@ pub struct Outbound {
     frames_ready: Notify,
     /// Woken on close, so a writer blocked on a full socket stops waiting.
     closing: Notify,
+    /// Woken (all waiters) when the writer drains the queue, and on close: a history replay
+    /// waits on it to pace itself by what the client takes.
+    drained: Notify,
     cap: usize,
     /// The global `queued_bytes` gauge, shared with every other queue.
     queued_bytes: Gauge,
@@ -101,6 +157,7 @@ impl Outbound {
             state: Mutex::new(State::default()),
             frames_ready: Notify::new(),
             closing: Notify::new(),
+            drained: Notify::new(),
             cap,
             queued_bytes,
         }
@@ -121,6 +178,7 @@ impl Outbound {
         self.queued_bytes.dec_by(freed as i64);
         self.frames_ready.notify_one();
         self.closing.notify_one();
+        self.drained.notify_waiters();
     }
 
     /// Queues a frame. A frame larger than the cap is still accepted into an empty queue, so
@@ -131,9 +189,18 @@ impl Outbound {
         if state.close.is_some() {
             return Push::Closed;
         }
+        let mut conflated = false;
         if state.bytes > 0 && state.bytes + len > self.cap {
-            self.close_locked(state, Close::SLOW_CONSUMER);
-            return Push::Overflowed;
+            let freed = match &event.kind {
+                EventKind::Delivery { channel, conflate: true, .. } => conflate(&mut state, channel),
+                _ => 0,
+            };
+            self.queued_bytes.dec_by(freed as i64);
+            if state.bytes > 0 && state.bytes + len > self.cap {
+                self.close_locked(state, Close::SLOW_CONSUMER);
+                return Push::Overflowed;
+            }
+            conflated = true;
         }
         let was_empty = state.frames.is_empty();
         state.frames.push_back(Arc::clone(event));
@@ -143,7 +210,11 @@ impl Outbound {
         if was_empty {
             self.frames_ready.notify_one();
         }
-        Push::Queued
+        if conflated {
+            Push::Conflated
+        } else {
+            Push::Queued
+        }
     }
 
     /// Marks the connection for closing (the first reason wins) and drops what is queued.
@@ -176,6 +247,7 @@ impl Outbound {
         drop(state);
         if bytes > 0 {
             self.queued_bytes.dec_by(bytes as i64);
+            self.drained.notify_waiters();
         }
         Drained { bytes, close }
     }
@@ -190,10 +262,89 @@ impl Outbound {
         self.closing.notified().await
     }
 
+    /// The queue's cap in bytes.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// A future that resolves when the writer next takes frames out of the queue, or on close.
+    /// Enable it (`Notified::enable`) before checking [`Outbound::queued`], so no wake-up is lost.
+    pub fn drained(&self) -> tokio::sync::futures::Notified<'_> {
+        self.drained.notified()
+    }
+
     /// Bytes queued now.
     pub fn queued(&self) -> usize {
         self.lock().bytes
     }
+}
+
+/// Conflates the queue before an event of `incoming` is added: every queued delivery of a
+/// conflated channel that is not its channel's newest (and every queued one of `incoming`,
+/// which the new event supersedes) is dropped, and each channel's drops are announced by one
+/// `skipped` notice just before what replaces them (merged with an earlier notice still
+/// queued). Returns the bytes freed.
+fn conflate(state: &mut State, incoming: &ChannelName) -> usize {
+    let before = state.bytes;
+    // The newest queued delivery of each conflated channel survives, unless `incoming` replaces it.
+    let mut newest: Vec<(&ChannelName, usize)> = Vec::new();
+    for (at, event) in state.frames.iter().enumerate() {
+        if let EventKind::Delivery { channel, conflate: true, .. } = &event.kind {
+            match newest.iter_mut().find(|(c, _)| *c == channel) {
+                Some(slot) => slot.1 = at,
+                None => newest.push((channel, at)),
+            }
+        }
+    }
+    let survivors: Vec<usize> = newest.iter().filter(|(c, _)| *c != incoming).map(|(_, at)| *at).collect();
+    let mut skips: Vec<Skip> = Vec::new();
+    let mut kept: VecDeque<Arc<Event>> = VecDeque::with_capacity(state.frames.len());
+    let mut bytes = 0;
+    for (at, event) in std::mem::take(&mut state.frames).into_iter().enumerate() {
+        let Some(channel) = event.conflated_channel() else {
+            bytes += event.frame.len();
+            kept.push_back(event);
+            continue;
+        };
+        if survivors.contains(&at) {
+            if let Some(i) = skips.iter().position(|s| &s.channel == channel) {
+                let notice = skip_notice(skips.swap_remove(i));
+                bytes += notice.frame.len();
+                kept.push_back(notice);
+            }
+            bytes += event.frame.len();
+            kept.push_back(event);
+            continue;
+        }
+        let (count, from, to) = match &event.kind {
+            EventKind::Delivery { id, .. } => (1, *id, *id),
+            EventKind::Skipped(skip) => (skip.count, skip.from, skip.to),
+            EventKind::Control => unreachable!("control frames have no conflated channel"),
+        };
+        match skips.iter_mut().find(|s| &s.channel == channel) {
+            Some(skip) => {
+                skip.count += count;
+                skip.from = skip.from.min(from);
+                skip.to = skip.to.max(to);
+            }
+            None => skips.push(Skip { channel: channel.clone(), count, from, to }),
+        }
+    }
+    // What is left announces drops of `incoming` (or of channels whose only queued item was a
+    // notice): it goes last, just before the incoming event.
+    for skip in skips {
+        let notice = skip_notice(skip);
+        bytes += notice.frame.len();
+        kept.push_back(notice);
+    }
+    state.frames = kept;
+    state.bytes = bytes;
+    before.saturating_sub(bytes)
+}
+
+fn skip_notice(skip: Skip) -> Arc<Event> {
+    let frame = protocol::encode_skipped(&skip.channel, skip.count, skip.from, skip.to);
+    Arc::new(Event { frame, received_at: Instant::now(), kind: EventKind::Skipped(skip) })
 }
 
 impl Drop for Outbound {
@@ -210,7 +361,55 @@ mod tests {
     use super::*;
 
     fn event(len: usize) -> Arc<Event> {
-        Arc::new(Event { frame: Bytes::from(vec![0u8; len]), received_at: Instant::now(), is_delivery: true })
+        Arc::new(Event { frame: Bytes::from(vec![0u8; len]), received_at: Instant::now(), kind: EventKind::Control })
+    }
+
+    fn delivery(channel: &str, ms: u64, conflate: bool) -> Arc<Event> {
+        let channel = ChannelName::new(channel).unwrap();
+        let frame = protocol::encode_event(&channel, &EventId::new(ms, 0).to_string(), &[b'x'; 200]);
+        Event::delivery(frame, Instant::now(), channel, EventId::new(ms, 0), conflate)
+    }
+
+    /// What the queue holds, as "channel@ms" for deliveries and "skip:channel:count:from-to".
+    fn contents(queue: &Outbound) -> Vec<String> {
+        queue
+            .lock()
+            .frames
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Delivery { channel, id, .. } => format!("{channel}@{}", id.ms),
+                EventKind::Skipped(s) => format!("skip:{}:{}:{}-{}", s.channel, s.count, s.from.ms, s.to.ms),
+                EventKind::Control => "control".to_owned(),
+            })
+            .collect()
+    }
+
+    /// A conflated channel keeps only its newest event, announced by one merged notice; other
+    /// channels' events stay; and a queue of non-conflated events still closes with 4008.
+    #[test]
+    fn conflation_keeps_the_newest_per_channel() {
+        let gauge = Gauge::default();
+        let size = delivery("p", 0, true).frame.len();
+        let queue = Outbound::new(size * 4, gauge.clone());
+        for (channel, ms, conflate) in [("p", 1, true), ("q", 2, true), ("x", 3, false), ("p", 4, true)] {
+            assert_eq!(queue.push(&delivery(channel, ms, conflate)), Push::Queued);
+        }
+        assert_eq!(queue.push(&delivery("p", 5, true)), Push::Conflated);
+        assert_eq!(contents(&queue), ["q@2", "x@3", "skip:p:2:1-4", "p@5"]);
+        assert_eq!(gauge.get() as usize, queue.queued());
+        // q's older event goes when q needs room; p's notice merges with the next drop of p.
+        assert_eq!(queue.push(&delivery("q", 6, true)), Push::Conflated);
+        assert_eq!(contents(&queue), ["x@3", "skip:p:2:1-4", "p@5", "skip:q:1:2-2", "q@6"]);
+        assert_eq!(queue.push(&delivery("p", 7, true)), Push::Conflated);
+        assert_eq!(contents(&queue), ["x@3", "skip:q:1:2-2", "q@6", "skip:p:3:1-5", "p@7"]);
+        assert_eq!(queue.close_reason(), None);
+        assert_eq!(gauge.get() as usize, queue.queued());
+
+        let strict = Outbound::new(size * 2, Gauge::default());
+        strict.push(&delivery("x", 1, false));
+        strict.push(&delivery("x", 2, false));
+        assert_eq!(strict.push(&delivery("p", 3, true)), Push::Overflowed, "nothing to conflate");
+        assert_eq!(strict.close_reason(), Some(Close::SLOW_CONSUMER));
     }
 
     /// Frames queue up to the cap; the push that passes it closes with 4008 and frees the queue.

@@ -10,6 +10,7 @@ use std::io::Write;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::event_id::{BadEventId, EventId};
 use crate::wire;
 
 /// Largest client frame (text message) the hub accepts: 4 KiB.
@@ -48,6 +49,11 @@ impl ChannelName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// True for the bytes a channel name may contain.
+    pub fn is_name_byte(b: u8) -> bool {
+        is_channel_byte(b)
     }
 }
 
@@ -101,7 +107,8 @@ impl ChannelPrefix {
 /// A message a client sent, once parsed and validated.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientMessage {
-    Subscribe(Vec<ChannelName>),
+    /// Subscribe to `channels`; those in `since` resume after the given id.
+    Subscribe { channels: Vec<ChannelName>, since: Vec<(ChannelName, EventId)> },
     Unsubscribe(Vec<ChannelName>),
 }
 
@@ -120,6 +127,14 @@ pub enum RequestError {
     Binary,
     #[error("a connection may hold at most {max} channels")]
     TooManyChannels { max: usize },
+    #[error("bad since: {0}")]
+    BadSince(String),
+}
+
+impl From<BadEventId> for RequestError {
+    fn from(error: BadEventId) -> Self {
+        Self::BadSince(error.to_string())
+    }
 }
 
 impl RequestError {
@@ -129,6 +144,7 @@ impl RequestError {
             Self::Malformed(_) | Self::UnknownOp(_) | Self::ChannelCount { .. } | Self::Binary => "bad_request",
             Self::BadChannel(_) => "bad_channel",
             Self::TooManyChannels { .. } => "too_many_channels",
+            Self::BadSince(_) => "bad_since",
         }
     }
 }
@@ -142,6 +158,16 @@ struct RawClientMessage<'a> {
     op: std::borrow::Cow<'a, str>,
     #[serde(default)]
     channels: Vec<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    since: Option<RawSince<'a>>,
+}
+
+/// `since`: one id for every channel of the message, or an id per channel.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSince<'a> {
+    All(#[serde(borrow)] std::borrow::Cow<'a, str>),
+    PerChannel(#[serde(borrow)] std::collections::BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>),
 }
 
 impl ClientMessage {
@@ -154,7 +180,28 @@ impl ClientMessage {
         }
         let channels = parse_channel_list(raw.channels.iter().map(|c| c.as_ref()))?;
         match raw.op.as_ref() {
-            "subscribe" => Ok(Self::Subscribe(channels)),
+            "subscribe" => {
+                let since = match raw.since {
+                    None => Vec::new(),
+                    Some(RawSince::All(id)) => {
+                        let id: EventId = id.parse()?;
+                        channels.iter().map(|c| (c.clone(), id)).collect()
+                    }
+                    Some(RawSince::PerChannel(ids)) => {
+                        let mut since = Vec::with_capacity(ids.len());
+                        for (name, id) in ids {
+                            let channel = ChannelName::new(&name)?;
+                            if !channels.contains(&channel) {
+                                return Err(RequestError::BadSince(format!("{channel} is not in channels")));
+                            }
+                            since.push((channel, id.parse()?));
+                        }
+                        since
+                    }
+                };
+                Ok(Self::Subscribe { channels, since })
+            }
+            "unsubscribe" if raw.since.is_some() => Err(RequestError::BadSince("unsubscribe takes no since".into())),
             "unsubscribe" => Ok(Self::Unsubscribe(channels)),
             other => Err(RequestError::UnknownOp(other.chars().take(32).collect())),
         }
@@ -173,21 +220,33 @@ pub fn parse_channel_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Resul
     Ok(channels)
 }
 
-/// Parses the `channels=a,b` query of the upgrade request (absent = no channels).
-pub fn channels_from_query(query: Option<&str>) -> Result<Vec<ChannelName>, RequestError> {
-    let Some(query) = query else { return Ok(Vec::new()) };
-    let mut channels = Vec::new();
+/// What the upgrade request's query asks for: `channels=a,b` and, to resume them all,
+/// `since=<id>`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConnectQuery {
+    pub channels: Vec<ChannelName>,
+    pub since: Option<EventId>,
+}
+
+/// Parses the query of the upgrade request (absent = no channels).
+pub fn parse_connect_query(query: Option<&str>) -> Result<ConnectQuery, RequestError> {
+    let Some(query) = query else { return Ok(ConnectQuery::default()) };
+    let mut parsed = ConnectQuery::default();
     for pair in query.split('&') {
         if let Some(list) = pair.strip_prefix("channels=") {
             let decoded = percent_decode(list)
                 .ok_or_else(|| RequestError::Malformed("bad percent-encoding in channels".into()))?;
-            channels = parse_channel_list(decoded.split(',').filter(|c| !c.is_empty()))?;
+            parsed.channels = parse_channel_list(decoded.split(',').filter(|c| !c.is_empty()))?;
+        } else if let Some(id) = pair.strip_prefix("since=") {
+            let decoded =
+                percent_decode(id).ok_or_else(|| RequestError::BadSince("bad percent-encoding in since".into()))?;
+            parsed.since = Some(decoded.parse()?);
         }
     }
-    if channels.len() > MAX_CHANNELS_PER_CONNECTION {
+    if parsed.channels.len() > MAX_CHANNELS_PER_CONNECTION {
         return Err(RequestError::TooManyChannels { max: MAX_CHANNELS_PER_CONNECTION });
     }
-    Ok(channels)
+    Ok(parsed)
 }
 
 /// Decodes `%XX` escapes (and `+` as space) of a query value; `None` if malformed.
@@ -281,6 +340,47 @@ pub fn encode_unsubscribed(channels: &[ChannelName]) -> Bytes {
     })
 }
 
+/// `{"op":"skipped","channel":…,"count":…,"from":…,"to":…}`: conflation dropped `count`
+/// events of `channel`, ids `from` to `to`.
+pub fn encode_skipped(channel: &ChannelName, count: u64, from: EventId, to: EventId) -> Bytes {
+    framed(128 + channel.as_str().len(), |out| {
+        write!(out, "{{\"op\":\"skipped\",\"channel\":\"{channel}\",\"count\":{count},\"from\":\"{from}\",\"to\":\"{to}\"}}")
+            .expect("writing to a Vec cannot fail");
+    })
+}
+
+/// How a resume ended: `Ok` when nothing was missed, else why not (the `reason` field).
+pub type RecoveryOutcome = Result<(), &'static str>;
+
+/// `{"op":"recovered","channel":…,"since":…,"replayed":…,"recovered":…[,"reason":…]}`
+pub fn encode_recovered(channel: &ChannelName, since: EventId, replayed: u64, outcome: RecoveryOutcome) -> Bytes {
+    framed(160 + channel.as_str().len(), |out| {
+        write!(out, "{{\"op\":\"recovered\",\"channel\":\"{channel}\",\"since\":\"{since}\",\"replayed\":{replayed},")
+            .expect("writing to a Vec cannot fail");
+        match outcome {
+            Ok(()) => out.extend_from_slice(b"\"recovered\":true}"),
+            Err(reason) => {
+                out.extend_from_slice(b"\"recovered\":false,\"reason\":");
+                serde_json::to_writer(&mut *out, reason).expect("writing JSON to a Vec cannot fail");
+                out.push(b'}');
+            }
+        }
+    })
+}
+
+/// `{"op":"closing","code":…,"last_ids":{channel:id,…}}`: sent just before the hub closes a
+/// connection, with the last event id written to it per channel.
+pub fn encode_closing(code: u16, last_ids: &[(ChannelName, EventId)]) -> Bytes {
+    framed(64 + last_ids.len() * 180, |out| {
+        write!(out, "{{\"op\":\"closing\",\"code\":{code},\"last_ids\":{{").expect("writing to a Vec cannot fail");
+        for (i, (channel, id)) in last_ids.iter().enumerate() {
+            let comma = if i > 0 { "," } else { "" };
+            write!(out, "{comma}\"{channel}\":\"{id}\"").expect("writing to a Vec cannot fail");
+        }
+        out.extend_from_slice(b"}}");
+    })
+}
+
 /// `{"op":"error","code":…,"message":…}`
 pub fn encode_error(error: &RequestError) -> Bytes {
     framed(128, |out| {
@@ -320,7 +420,10 @@ mod tests {
     fn client_messages_parse() {
         assert_eq!(
             ClientMessage::parse(r#"{"op":"subscribe","channels":["a","b","a"]}"#),
-            Ok(ClientMessage::Subscribe(vec![ChannelName::new("a").unwrap(), ChannelName::new("b").unwrap()]))
+            Ok(ClientMessage::Subscribe {
+                channels: vec![ChannelName::new("a").unwrap(), ChannelName::new("b").unwrap()],
+                since: Vec::new()
+            })
         );
         assert_eq!(
             ClientMessage::parse(r#"{"op":"unsubscribe","channels":["a"]}"#),
@@ -341,14 +444,67 @@ mod tests {
         ));
     }
 
-    /// The query form subscribes at connect time.
+    /// The query form subscribes at connect time, and may resume every channel.
     #[test]
     fn channels_from_the_query() {
-        let channels = channels_from_query(Some("x=1&channels=a,b%2Cc")).unwrap();
-        let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        let query = parse_connect_query(Some("x=1&channels=a,b%2Cc&since=5-1")).unwrap();
+        let names: Vec<&str> = query.channels.iter().map(ChannelName::as_str).collect();
         assert_eq!(names, ["a", "b", "c"]);
-        assert!(channels_from_query(None).unwrap().is_empty());
-        assert!(channels_from_query(Some("channels=a,b%20c")).is_err());
+        assert_eq!(query.since, Some(EventId::new(5, 1)));
+        assert_eq!(parse_connect_query(None).unwrap(), ConnectQuery::default());
+        assert!(parse_connect_query(Some("channels=a,b%20c")).is_err());
+        assert_eq!(parse_connect_query(Some("channels=a&since=yesterday")).unwrap_err().code(), "bad_since");
+    }
+
+    /// `since` is one id for all channels or a map per channel; bad ids and strangers are refused.
+    #[test]
+    fn subscribe_with_since() {
+        let a = ChannelName::new("a").unwrap();
+        let b = ChannelName::new("b").unwrap();
+        assert_eq!(
+            ClientMessage::parse(r#"{"op":"subscribe","channels":["a","b"],"since":"7-0"}"#),
+            Ok(ClientMessage::Subscribe {
+                channels: vec![a.clone(), b.clone()],
+                since: vec![(a.clone(), EventId::new(7, 0)), (b.clone(), EventId::new(7, 0))]
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"op":"subscribe","channels":["a","b"],"since":{"b":"8-2"}}"#),
+            Ok(ClientMessage::Subscribe { channels: vec![a, b.clone()], since: vec![(b, EventId::new(8, 2))] })
+        );
+        for bad in [
+            r#"{"op":"subscribe","channels":["a"],"since":"7"}"#,
+            r#"{"op":"subscribe","channels":["a"],"since":{"a":"x-1"}}"#,
+            r#"{"op":"subscribe","channels":["a"],"since":{"b":"1-1"}}"#,
+            r#"{"op":"unsubscribe","channels":["a"],"since":"1-1"}"#,
+        ] {
+            assert_eq!(ClientMessage::parse(bad).unwrap_err().code(), "bad_since", "{bad}");
+        }
+        assert_eq!(ClientMessage::parse(r#"{"op":"subscribe","channels":["a"],"since":5}"#).unwrap_err().code(), "bad_request");
+    }
+
+    /// The resume and close notices are the documented JSON.
+    #[test]
+    fn notices_are_documented_json() {
+        let c = ChannelName::new("c").unwrap();
+        assert_eq!(
+            body(&encode_recovered(&c, EventId::new(1, 2), 3, Ok(()))),
+            serde_json::json!({"op":"recovered","channel":"c","since":"1-2","replayed":3,"recovered":true})
+        );
+        assert_eq!(
+            body(&encode_recovered(&c, EventId::new(1, 2), 0, Err("history truncated"))),
+            serde_json::json!({"op":"recovered","channel":"c","since":"1-2","replayed":0,"recovered":false,"reason":"history truncated"})
+        );
+        assert_eq!(
+            body(&encode_skipped(&c, 4, EventId::new(1, 0), EventId::new(2, 0))),
+            serde_json::json!({"op":"skipped","channel":"c","count":4,"from":"1-0","to":"2-0"})
+        );
+        let d = ChannelName::new("d").unwrap();
+        assert_eq!(
+            body(&encode_closing(1001, &[(c, EventId::new(5, 0)), (d, EventId::new(6, 1))])),
+            serde_json::json!({"op":"closing","code":1001,"last_ids":{"c":"5-0","d":"6-1"}})
+        );
+        assert_eq!(body(&encode_closing(4008, &[])), serde_json::json!({"op":"closing","code":4008,"last_ids":{}}));
     }
 
     /// JSON payloads are inlined; anything else becomes a JSON string.

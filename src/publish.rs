@@ -1,6 +1,7 @@
-//! `mt-stream publish CHANNEL DATA`: publishes one event the way Monkeytown services do:
-//! `PUBLISH <prefix><channel> <data>` on Redis when `REDIS_URL` is set, otherwise through a
-//! running hub's `POST /publish/{channel}` on its admin port (embedded broker).
+//! `mt-stream publish CHANNEL DATA`: publishes one event the way Monkeytown services do: on
+//! Redis when `REDIS_URL` is set (with the history script, `scripts/publish.lua`, when the
+//! channel keeps history; else a plain `PUBLISH <prefix><channel> <data>`), otherwise through
+//! a running hub's `POST /publish/{channel}` on its admin port (embedded broker).
 
 use std::time::Duration;
 
@@ -34,6 +35,15 @@ pub struct PublishArgs {
     /// Bearer token for the admin publish endpoint.
     #[arg(long, env = "MT_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
+    /// Channel patterns whose events are kept (as the hubs are configured).
+    #[arg(long, env = "MT_HISTORY_CHANNELS", default_value = "*")]
+    pub history_channels: String,
+    /// Events kept per channel.
+    #[arg(long, env = "MT_HISTORY_MAX_EVENTS", default_value = "1000")]
+    pub history_max_events: String,
+    /// Events older than this many seconds are trimmed.
+    #[arg(long, env = "MT_HISTORY_MAX_AGE_SECONDS", default_value = "3600")]
+    pub history_max_age_seconds: String,
 }
 
 /// Why a publish failed.
@@ -45,6 +55,10 @@ pub enum PublishCliError {
     Prefix(crate::protocol::ChannelNameError),
     #[error("redis publish failed: {0}")]
     Redis(#[from] fred::error::Error),
+    #[error("redis publish with history failed: {0}")]
+    History(#[from] crate::history::HistoryError),
+    #[error(transparent)]
+    Setting(#[from] crate::config::ConfigError),
     #[error("cannot reach the hub's admin endpoint at {addr}: {source}")]
     Connect { addr: String, source: std::io::Error },
     #[error("http publish failed: {0}")]
@@ -55,23 +69,30 @@ pub enum PublishCliError {
     Timeout(Duration),
 }
 
-/// Publishes one event; returns how many Redis subscribers got it (None over HTTP).
-pub async fn run(args: PublishArgs) -> Result<Option<i64>, PublishCliError> {
+/// Publishes one event; returns the line to print (with the event's id when history keeps it).
+pub async fn run(args: PublishArgs) -> Result<String, PublishCliError> {
     let channel = ChannelName::new(&args.channel)?;
+    let policies =
+        crate::config::policies_from(&args.history_channels, &args.history_max_events, &args.history_max_age_seconds, "")?;
     let work = async {
         match args.redis_url.as_deref().filter(|u| !u.trim().is_empty()) {
             Some(url) => {
                 let prefix = ChannelPrefix::new(&args.channel_prefix).map_err(PublishCliError::Prefix)?;
                 let client = Builder::from_config(Config::from_url(url)?).build()?;
                 client.init().await?;
-                let receivers: i64 = client.publish(prefix.redis_channel(&channel), args.data.as_str()).await?;
+                let key = prefix.redis_channel(&channel);
+                let line = if policies.keeps_history(&channel) {
+                    let payload = Bytes::from(args.data.clone());
+                    let id = crate::history::redis::publish(&client, &key, payload, &policies.limits).await?;
+                    format!("published {id}")
+                } else {
+                    let receivers: i64 = client.publish(key, args.data.as_str()).await?;
+                    format!("published to redis ({receivers} subscribers)")
+                };
                 let _ = client.quit().await;
-                Ok(Some(receivers))
+                Ok(line)
             }
-            None => {
-                publish_http(&args.admin_addr, args.publish_token.as_deref(), &channel, args.data.clone()).await?;
-                Ok(None)
-            }
+            None => publish_http(&args.admin_addr, args.publish_token.as_deref(), &channel, args.data.clone()).await,
         }
     };
     tokio::time::timeout(TIMEOUT, work).await.map_err(|_| PublishCliError::Timeout(TIMEOUT))?
@@ -82,7 +103,7 @@ async fn publish_http(
     token: Option<&str>,
     channel: &ChannelName,
     data: String,
-) -> Result<(), PublishCliError> {
+) -> Result<String, PublishCliError> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|source| PublishCliError::Connect { addr: addr.to_owned(), source })?;
@@ -101,7 +122,7 @@ async fn publish_http(
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     if status.is_success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&body).trim().to_owned())
     } else {
         Err(PublishCliError::Refused { status, body: String::from_utf8_lossy(&body).trim().to_owned() })
     }

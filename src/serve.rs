@@ -16,9 +16,12 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, SourceConfig};
+use crate::history::memory::MemoryHistory;
+use crate::history::History;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbound::Close;
+use crate::recovery::Recovery;
 use crate::server::{self, App};
 use crate::session;
 use crate::shutdown::Shutdown;
@@ -53,20 +56,32 @@ pub async fn run(
     let metrics = Metrics::new(&mut registry);
     let drain_window = config.drain;
 
-    let (source, hub) = match &config.source {
+    let policies = config.policies.clone();
+    let (source, hub, history) = match &config.source {
         SourceConfig::Embedded => {
-            let hub = Arc::new(Hub::new(config.budget, metrics, None));
-            (Source::Embedded(EmbeddedBroker::new(Arc::clone(&hub))), hub)
+            let hub = Arc::new(Hub::new(config.budget, metrics, None, policies.clone()));
+            let cap = config.budget.embedded_history_cap().bytes() as usize;
+            let history = Arc::new(MemoryHistory::new(policies.limits.clone(), cap));
+            let broker = EmbeddedBroker::new(Arc::clone(&hub), Arc::clone(&history));
+            (Source::Embedded(broker), hub, History::Memory(history))
         }
         SourceConfig::Redis { url } => {
             let (interest_tx, interest_rx) = mpsc::unbounded_channel();
-            let hub = Arc::new(Hub::new(config.budget, metrics, Some(interest_tx)));
+            let hub = Arc::new(Hub::new(config.budget, metrics, Some(interest_tx), policies));
             let redis =
                 RedisSource::start(url, config.channel_prefix.clone(), Arc::clone(&hub), interest_rx, &shutdown)?;
-            (Source::Redis(redis), hub)
+            let history = redis.history();
+            (Source::Redis(redis), hub, history)
         }
     };
-    let app = Arc::new(App { config, hub: Arc::clone(&hub), source, registry, shutdown: shutdown.clone() });
+    let app = Arc::new(App {
+        config,
+        hub: Arc::clone(&hub),
+        source,
+        recovery: Recovery::new(history),
+        registry,
+        shutdown: shutdown.clone(),
+    });
 
     let public_loop = tokio::spawn(server::accept_loop(
         public,

@@ -37,6 +37,7 @@ pub struct App {
     pub config: Config,
     pub hub: Arc<Hub>,
     pub source: Source,
+    pub recovery: Arc<crate::recovery::Recovery>,
     pub registry: prometheus_client::registry::Registry,
     pub shutdown: Shutdown,
 }
@@ -161,8 +162,8 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
             return refuse(app, RejectReason::Origin, StatusCode::FORBIDDEN, "origin not allowed".into());
         }
     }
-    let channels = match protocol::channels_from_query(request.uri().query()) {
-        Ok(channels) => channels,
+    let query = match protocol::parse_connect_query(request.uri().query()) {
+        Ok(query) => query,
         Err(error) => return refuse(app, RejectReason::BadRequest, StatusCode::BAD_REQUEST, error.to_string()),
     };
     let Some(admission) = app.hub.try_admit() else {
@@ -178,6 +179,7 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
         Err(error) => return refuse(app, RejectReason::BadRequest, StatusCode::BAD_REQUEST, error.to_string()),
     };
     let hub = Arc::clone(&app.hub);
+    let recovery = Arc::clone(&app.recovery);
     app.shutdown.spawn(async move {
         let _admission = admission;
         let websocket = match upgraded.await {
@@ -197,7 +199,7 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
                 // early (usually nothing) and let the buffer go.
                 let leftover = Bytes::copy_from_slice(&parts.read_buf);
                 drop(parts.read_buf);
-                session::run(hub, parts.io.into_inner(), leftover, channels).await
+                session::run(hub, recovery, parts.io.into_inner(), leftover, query).await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

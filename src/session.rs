@@ -23,11 +23,13 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::event_id::EventId;
 use crate::hub::{Hub, Session};
 use crate::inbound::{ClientFrame, FrameReader, ReadError};
-use crate::metrics::CloseReason;
+use crate::metrics::{CloseReason, ResumeLabels};
 use crate::outbound::{Close, Event};
-use crate::protocol::{self, ChannelName, ClientMessage, RequestError};
+use crate::protocol::{self, ChannelName, ClientMessage, ConnectQuery, RequestError};
+use crate::recovery::{self, Recovery};
 use crate::wire::{self, CloseCode};
 
 /// Longest the writer tries to get the final frames out to a peer that does not read.
@@ -40,17 +42,21 @@ pub const MAX_BAD_REQUESTS: u32 = 32;
 const SLICES_PER_WRITE: usize = 64;
 
 /// Runs a connection to its end. `leftover` holds bytes hyper read past the upgrade request.
-pub async fn run(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, channels: Vec<ChannelName>) {
+pub async fn run(hub: Arc<Hub>, recovery: Arc<Recovery>, stream: TcpStream, leftover: Bytes, query: ConnectQuery) {
     let session = hub.open_session();
     session.touch();
-    if !channels.is_empty() {
-        if let Err(error) = subscribe(&hub, &session, &channels) {
+    if !query.channels.is_empty() {
+        let since: Vec<(ChannelName, EventId)> = match query.since {
+            Some(id) => query.channels.iter().map(|c| (c.clone(), id)).collect(),
+            None => Vec::new(),
+        };
+        if let Err(error) = subscribe(&hub, &recovery, &session, &query.channels, since) {
             reject(&hub, &session, &error);
         }
     }
     let (read_half, write_half) = stream.into_split();
     let reader_input = std::io::Cursor::new(leftover).chain(read_half);
-    let reader = tokio::spawn(read_loop(Arc::clone(&hub), Arc::clone(&session), reader_input));
+    let reader = tokio::spawn(read_loop(Arc::clone(&hub), recovery, Arc::clone(&session), reader_input));
 
     let cause = write_loop(&hub, &session, write_half, reader).await;
     hub.close_session(&session);
@@ -58,10 +64,31 @@ pub async fn run(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, channels: Ve
     tracing::debug!(session = session.id.0, cause = cause.as_str(), "connection closed");
 }
 
-/// Subscribes and queues the `subscribed` reply (used at connect time and by the reader).
-fn subscribe(hub: &Hub, session: &Arc<Session>, channels: &[ChannelName]) -> Result<(), RequestError> {
-    hub.subscribe(session, channels)?;
+/// Subscribes, queues the `subscribed` reply, and starts resuming the channels in `since`
+/// (used at connect time and by the reader). A channel without history is subscribed live and
+/// told at once that it cannot be resumed.
+fn subscribe(
+    hub: &Arc<Hub>,
+    recovery: &Arc<Recovery>,
+    session: &Arc<Session>,
+    channels: &[ChannelName],
+    since: Vec<(ChannelName, EventId)>,
+) -> Result<(), RequestError> {
+    let (resumable, unresumable): (Vec<_>, Vec<_>) =
+        since.into_iter().partition(|(channel, _)| hub.policies().keeps_history(channel));
+    let resume: Vec<ChannelName> = resumable.iter().map(|(channel, _)| channel.clone()).collect();
+    let recovering = hub.subscribe(session, channels, &resume)?;
     session.outbound.push(&Event::control(protocol::encode_subscribed(channels)));
+    for (channel, id) in unresumable {
+        session.outbound.push(&Event::control(protocol::encode_recovered(&channel, id, 0, Err(recovery::NO_HISTORY))));
+        let outcome = recovery::outcome_label(recovery::NO_HISTORY);
+        hub.metrics.resumes.get_or_create(&ResumeLabels { outcome }).inc();
+    }
+    let requests: Vec<(ChannelName, EventId)> =
+        resumable.into_iter().filter(|(channel, _)| recovering.contains(channel)).collect();
+    if !requests.is_empty() {
+        tokio::spawn(Arc::clone(recovery).run(Arc::clone(hub), Arc::clone(session), requests));
+    }
     Ok(())
 }
 
@@ -73,7 +100,7 @@ fn reject(hub: &Hub, session: &Session, error: &RequestError) {
 // ---------------------------------------------------------------------------------------------
 // Reader
 
-async fn read_loop<R: AsyncRead + Unpin>(hub: Arc<Hub>, session: Arc<Session>, input: R) {
+async fn read_loop<R: AsyncRead + Unpin>(hub: Arc<Hub>, recovery: Arc<Recovery>, session: Arc<Session>, input: R) {
     let mut frames = FrameReader::new(input);
     let mut bad_requests = 0u32;
     loop {
@@ -87,7 +114,9 @@ async fn read_loop<R: AsyncRead + Unpin>(hub: Arc<Hub>, session: Arc<Session>, i
         session.touch();
         let outcome = match frame {
             ClientFrame::Text(text) => match ClientMessage::parse(&text) {
-                Ok(ClientMessage::Subscribe(channels)) => subscribe(&hub, &session, &channels),
+                Ok(ClientMessage::Subscribe { channels, since }) => {
+                    subscribe(&hub, &recovery, &session, &channels, since)
+                }
                 Ok(ClientMessage::Unsubscribe(channels)) => {
                     hub.unsubscribe(&session, &channels);
                     session.outbound.push(&Event::control(protocol::encode_unsubscribed(&channels)));
@@ -202,6 +231,20 @@ impl Heartbeat {
     }
 }
 
+/// The last event id written to this connection, per channel (told in the `closing` notice).
+#[derive(Default)]
+struct LastWritten(Vec<(ChannelName, EventId)>);
+
+impl LastWritten {
+    fn note(&mut self, event: &Event) {
+        let Some((channel, id)) = event.delivery_id() else { return };
+        match self.0.iter_mut().find(|(c, _)| c == channel) {
+            Some(slot) => slot.1 = id,
+            None => self.0.push((channel.clone(), id)),
+        }
+    }
+}
+
 async fn write_loop(
     hub: &Hub,
     session: &Arc<Session>,
@@ -210,11 +253,12 @@ async fn write_loop(
 ) -> CloseReason {
     let mut heartbeat = Heartbeat::new(hub.budget().heartbeat_interval, session.id.0);
     let mut batch: Vec<Arc<Event>> = Vec::new();
+    let mut last_written = LastWritten::default();
     let close = loop {
         let drained = session.outbound.drain_into(&mut batch);
         if !batch.is_empty() {
             record_batch(hub, &batch, drained.bytes);
-            let outcome = write_batch(&mut stream, &batch, session, &mut heartbeat).await;
+            let outcome = write_batch(&mut stream, &batch, session, &mut heartbeat, &mut last_written).await;
             batch.clear();
             if batch.capacity() > 256 {
                 batch = Vec::new();
@@ -227,14 +271,14 @@ async fn write_loop(
                 }
                 WriteOutcome::Interrupted { partial } => {
                     let close = session.outbound.close_reason().expect("interrupted only by a close");
-                    finish(&mut stream, partial, close, &mut reader).await;
+                    finish(&mut stream, partial, close, &last_written, &mut reader).await;
                     break close;
                 }
             }
             continue;
         }
         if let Some(close) = drained.close {
-            finish(&mut stream, None, close, &mut reader).await;
+            finish(&mut stream, None, close, &last_written, &mut reader).await;
             break close;
         }
         tokio::select! {
@@ -252,7 +296,7 @@ async fn write_loop(
 }
 
 fn record_batch(hub: &Hub, batch: &[Arc<Event>], bytes: usize) {
-    let mut deliveries = batch.iter().filter(|e| e.is_delivery);
+    let mut deliveries = batch.iter().filter(|e| e.is_delivery());
     if let Some(oldest) = deliveries.next() {
         hub.metrics.delivery_lag_seconds.observe(oldest.received_at.elapsed().as_secs_f64());
         hub.metrics.deliveries.inc_by(1 + deliveries.count() as u64);
@@ -268,6 +312,7 @@ async fn write_batch(
     batch: &[Arc<Event>],
     session: &Session,
     heartbeat: &mut Heartbeat,
+    last_written: &mut LastWritten,
 ) -> WriteOutcome {
     let mut index = 0;
     let mut offset = 0;
@@ -302,6 +347,7 @@ async fn write_batch(
             let remaining = batch[index].frame.len() - offset;
             if left >= remaining {
                 left -= remaining;
+                last_written.note(&batch[index]);
                 index += 1;
                 offset = 0;
             } else {
@@ -313,18 +359,25 @@ async fn write_batch(
     WriteOutcome::Done
 }
 
-/// Ends the connection: the rest of a begun frame, the close frame, FIN, then a short wait for
-/// the peer's answer.
+/// Ends the connection: the rest of a begun frame, for a drain or slow-consumer close the
+/// `closing` notice with the last ids written, the close frame, FIN, then a short wait for the
+/// peer's answer.
 async fn finish(
     stream: &mut OwnedWriteHalf,
     partial: Option<Bytes>,
     close: Close,
+    last_written: &LastWritten,
     reader: &mut tokio::task::JoinHandle<()>,
 ) {
     let close_frame = wire::close_frame_raw(close.code, close.reason);
+    let closing = matches!(close.cause, CloseReason::Drain | CloseReason::SlowConsumer)
+        .then(|| protocol::encode_closing(close.code, &last_written.0));
     let write = async {
         if let Some(partial) = partial {
             stream.write_all(&partial).await?;
+        }
+        if let Some(closing) = closing {
+            stream.write_all(&closing).await?;
         }
         stream.write_all(&close_frame).await?;
         stream.shutdown().await

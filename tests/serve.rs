@@ -17,8 +17,9 @@ async fn receive_events(client: &mut Client, count: usize) -> Vec<(String, u64)>
     while events.len() < count {
         let message = next_json(client).await;
         let channel = message["channel"].as_str().expect("an event").to_owned();
-        let id: u64 = message["id"].as_str().unwrap().parse().unwrap();
-        assert!(id > 0);
+        let id = message["id"].as_str().unwrap();
+        let (ms, seq) = id.split_once('-').expect("ids are <ms>-<seq>");
+        assert!(ms.parse::<u64>().unwrap() > 0 && seq.parse::<u64>().is_ok(), "{id}");
         events.push((channel, message["data"]["n"].as_u64().unwrap()));
     }
     events

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::event_id::EventId;
 use crate::lock::lock;
 use crate::protocol::ChannelName;
 
@@ -58,6 +59,8 @@ pub enum PublishError {
     Redis(#[from] fred::error::Error),
     #[error("redis publish timed out after {0:?}")]
     Timeout(Duration),
+    #[error("redis publish with history failed: {0}")]
+    History(#[from] crate::history::HistoryError),
 }
 
 /// The active source.
@@ -67,13 +70,11 @@ pub enum Source {
 }
 
 impl Source {
-    /// Publishes one event to every pod that shares this source.
-    pub async fn publish(&self, channel: &ChannelName, payload: Bytes) -> Result<(), PublishError> {
+    /// Publishes one event to every pod that shares this source; returns its id when the
+    /// channel keeps history.
+    pub async fn publish(&self, channel: &ChannelName, payload: Bytes) -> Result<Option<EventId>, PublishError> {
         match self {
-            Self::Embedded(broker) => {
-                broker.publish(channel, &payload);
-                Ok(())
-            }
+            Self::Embedded(broker) => Ok(broker.publish(channel, payload)),
             Self::Redis(redis) => redis.publish(channel, payload).await,
         }
     }

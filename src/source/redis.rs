@@ -21,6 +21,8 @@ use fred::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{LastEvent, NotReady, PublishError};
+use crate::event_id::EventId;
+use crate::history::{self, History};
 use crate::hub::Hub;
 use crate::protocol::{ChannelName, ChannelPrefix};
 use crate::shutdown::Shutdown;
@@ -108,17 +110,29 @@ impl RedisSource {
         Ok(Self { subscriber, publisher, prefix, hub, last_event, started: Instant::now() })
     }
 
-    /// Publishes `payload` on `<prefix><channel>`, so every pod sees it.
-    pub async fn publish(&self, channel: &ChannelName, payload: Bytes) -> Result<(), PublishError> {
+    /// Publishes `payload` on `<prefix><channel>`, so every pod sees it: with the history
+    /// script when the channel keeps history (returns the id), else a plain PUBLISH.
+    pub async fn publish(&self, channel: &ChannelName, payload: Bytes) -> Result<Option<EventId>, PublishError> {
         let redis_channel = self.prefix.redis_channel(channel);
+        let policies = self.hub.policies();
+        if policies.keeps_history(channel) {
+            let id = history::redis::publish(&self.publisher, &redis_channel, payload, &policies.limits).await?;
+            self.hub.metrics.messages_published.inc();
+            return Ok(Some(id));
+        }
         match tokio::time::timeout(COMMAND_TIMEOUT, self.publisher.publish::<i64, _, _>(redis_channel, payload)).await {
             Ok(Ok(_receivers)) => {
                 self.hub.metrics.messages_published.inc();
-                Ok(())
+                Ok(None)
             }
             Ok(Err(error)) => Err(PublishError::Redis(error)),
             Err(_) => Err(PublishError::Timeout(COMMAND_TIMEOUT)),
         }
+    }
+
+    /// The history kept in this Redis (read by resume).
+    pub fn history(&self) -> History {
+        History::Redis { client: self.publisher.clone(), prefix: self.prefix.clone() }
     }
 
     /// Ready while the subscriber is connected and events arrived within [`CANARY_STALL`].
@@ -189,8 +203,9 @@ async fn pump(
                     continue;
                 }
                 let Some(channel) = prefix.hub_channel(&message.channel) else { continue };
-                let payload = message.value.as_bytes().unwrap_or_default();
-                hub.publish(&channel, payload, now);
+                let message = message.value.as_bytes().unwrap_or_default();
+                let (id, payload) = history::redis::split_live_message(message);
+                hub.publish(&channel, id, payload, now);
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 hub.metrics.source_lagged_messages.inc_by(missed);
@@ -227,12 +242,17 @@ async fn subscriptions(
                 }
                 first_connect = false;
                 last_event.forget();
-                let mut channels: Vec<String> = hub.channel_names().iter().map(|c| prefix.redis_channel(c)).collect();
+                hub.mark_all_not_live();
+                let wanted = hub.channel_names();
+                let mut channels: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
                 channels.push(canary_channel.clone());
                 tracing::info!(channels = channels.len(), "redis connected; subscribing");
-                if let Err(error) = command(subscriber.subscribe(channels)).await {
-                    tracing::warn!(%error, "resubscribe failed; forcing a reconnect");
-                    let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
+                match command(subscriber.subscribe(channels)).await {
+                    Ok(()) => hub.mark_live(&wanted),
+                    Err(error) => {
+                        tracing::warn!(%error, "resubscribe failed; forcing a reconnect");
+                        let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
+                    }
                 }
             }
             Some(first) = interest.recv() => {
@@ -244,9 +264,10 @@ async fn subscriptions(
                     changed.into_iter().partition(|c| hub.has_subscribers(c));
                 if !wanted.is_empty() {
                     let names: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
-                    if let Err(error) = command(subscriber.subscribe(names)).await {
+                    match command(subscriber.subscribe(names)).await {
+                        Ok(()) => hub.mark_live(&wanted),
                         // The next (re)connect subscribes everything the hub wants.
-                        tracing::warn!(%error, "subscribe failed");
+                        Err(error) => tracing::warn!(%error, "subscribe failed"),
                     }
                 }
                 if !unwanted.is_empty() {

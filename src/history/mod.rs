@@ -1,0 +1,66 @@
+//! Channel history: the events of kept channels, read back by id so a client can resume.
+//!
+//! - [`memory`]: the embedded broker's bounded in-memory history.
+//! - [`redis`]: a Redis stream per channel, appended and published in one Lua script
+//!   (`scripts/publish.lua`), read in pages by another (`read.lua`).
+//!
+//! Both answer [`History::read_after`] with the same [`Page`], so resume (`crate::recovery`)
+//! behaves the same with or without Redis.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::event_id::EventId;
+use crate::protocol::{ChannelName, ChannelPrefix};
+
+/// Events of one channel after an id, with what the reader needs to know about gaps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Up to the asked count of events after the id, oldest first.
+    pub entries: Vec<(EventId, Bytes)>,
+    /// The newest id the channel ever had.
+    pub last_id: EventId,
+    /// The newest id trimmed away (`0-0` when nothing was): events after an id older than this
+    /// are missing.
+    pub max_deleted: EventId,
+}
+
+/// What a read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// The channel has no history (never published, or expired).
+    NoStream,
+    Page(Page),
+}
+
+/// Why history could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("redis timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("unexpected reply from the history script: {0}")]
+    Reply(String),
+}
+
+/// The history of the active source.
+#[derive(Clone)]
+pub enum History {
+    Memory(Arc<memory::MemoryHistory>),
+    Redis { client: fred::clients::Client, prefix: ChannelPrefix },
+}
+
+impl History {
+    /// Up to `count` events of `channel` after `since`.
+    pub async fn read_after(&self, channel: &ChannelName, since: EventId, count: usize) -> Result<Read, HistoryError> {
+        match self {
+            Self::Memory(memory) => Ok(memory.read_after(channel, since, count)),
+            Self::Redis { client, prefix } => redis::read_after(client, &prefix.redis_channel(channel), since, count).await,
+        }
+    }
+}

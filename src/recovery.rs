@@ -1,0 +1,198 @@
+//! Resume: replays a channel's history after a client's last id, then hands the subscription
+//! over to live delivery with no gap and no duplicate (the seam is [`Hub::finish_recovery`]).
+//!
+//! One task per `subscribe` (or connect) that asks to resume; it replays its channels one
+//! after the other:
+//!
+//! 1. the subscription is already registered as *recovering*, so live events are kept for it;
+//! 2. wait until the source delivers the channel (Redis confirmed the SUBSCRIBE), so every
+//!    event published from now on is either in what history returns or in what is kept;
+//! 3. read history in pages of [`PAGE_SIZE`] after the id, each page only once the client's
+//!    queue has room (a huge backlog costs one page of memory and never overflows the queue),
+//!    at most [`MAX_CONCURRENT_READS`] reads per pod at once;
+//! 4. finish: the kept live events newer than the replay, the `recovered` notice, then live.
+//!    If more live events arrived than the queue cap allows, they were dropped and step 3
+//!    continues from where the replay stopped (history has them); after [`MAX_ROUNDS`] the
+//!    client cannot keep up and is closed as a slow consumer (4008), and resumes again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::event_id::EventId;
+use crate::history::{History, Read};
+use crate::hub::{Finish, Hub, Session};
+use crate::metrics::ResumeLabels;
+use crate::outbound::{Close, Event};
+use crate::protocol::{self, ChannelName, RecoveryOutcome};
+
+/// Events per history read.
+pub const PAGE_SIZE: usize = 100;
+/// History reads in flight per pod.
+pub const MAX_CONCURRENT_READS: usize = 32;
+/// Replay rounds before a client that cannot keep up is closed.
+pub const MAX_ROUNDS: u32 = 8;
+/// Wait between attempts while history cannot be read (Redis down).
+const RETRY: Duration = Duration::from_millis(500);
+/// Longest single wait before re-checking whether the connection is still open.
+const RECHECK: Duration = Duration::from_secs(1);
+
+pub const TRUNCATED: &str = "history truncated";
+pub const EXPIRED: &str = "history expired";
+pub const UNKNOWN_ID: &str = "unknown id";
+pub const NO_HISTORY: &str = "no history kept for this channel";
+
+/// The resume service of a hub.
+pub struct Recovery {
+    history: History,
+    reads: Semaphore,
+}
+
+/// The connection closed (or unsubscribed) while a resume waited.
+struct Abandoned;
+
+impl Recovery {
+    pub fn new(history: History) -> Arc<Self> {
+        Arc::new(Self { history, reads: Semaphore::new(MAX_CONCURRENT_READS) })
+    }
+
+    /// Resumes each `(channel, since)` of a connection, in order. The channels must already be
+    /// subscribed as recovering ([`Hub::subscribe`] with them in `resume`).
+    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, session: Arc<Session>, requests: Vec<(ChannelName, EventId)>) {
+        for (channel, since) in requests {
+            if self.resume(&hub, &session, &channel, since).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn resume(
+        &self,
+        hub: &Hub,
+        session: &Arc<Session>,
+        channel: &ChannelName,
+        since: EventId,
+    ) -> Result<(), Abandoned> {
+        let conflate = hub.policies().conflates(channel);
+        let mut cursor = since;
+        let mut replayed: u64 = 0;
+        let mut outcome: RecoveryOutcome = Ok(());
+        let mut first_read = true;
+        for _round in 0..MAX_ROUNDS {
+            while !hub.wait_live(channel, RECHECK).await {
+                check_open(session)?;
+            }
+            loop {
+                let read = self.read(hub, session, channel, cursor).await?;
+                let page = match read {
+                    Read::NoStream => {
+                        if first_read {
+                            outcome = Err(EXPIRED);
+                        }
+                        break;
+                    }
+                    Read::Page(page) => page,
+                };
+                if first_read && since > page.last_id {
+                    outcome = Err(UNKNOWN_ID);
+                    cursor = page.last_id;
+                    break;
+                }
+                first_read = false;
+                if cursor < page.max_deleted {
+                    outcome = Err(TRUNCATED);
+                }
+                let full = page.entries.len() == PAGE_SIZE;
+                hub.metrics.history_replayed.inc_by(page.entries.len() as u64);
+                for (id, payload) in page.entries {
+                    let mut id_text = [0u8; crate::event_id::MAX_ID_LEN];
+                    let frame = protocol::encode_event(channel, id.write(&mut id_text), &payload);
+                    wait_for_room(session, frame.len()).await?;
+                    session.outbound.push(&Event::delivery(frame, Instant::now(), channel.clone(), id, conflate));
+                    cursor = id;
+                    replayed += 1;
+                }
+                if !full {
+                    break;
+                }
+            }
+            first_read = false;
+            let finish = hub.finish_recovery(session, channel, cursor, |handed_over| {
+                protocol::encode_recovered(channel, since, replayed + handed_over, outcome)
+            });
+            match finish {
+                Finish::Live { .. } => {
+                    let label = outcome.err().map_or("recovered", outcome_label);
+                    hub.metrics.resumes.get_or_create(&ResumeLabels { outcome: label }).inc();
+                    return Ok(());
+                }
+                Finish::Gone => return Err(Abandoned),
+                Finish::ReadMore => {}
+            }
+        }
+        tracing::info!(session = session.id.0, %channel, "resume cannot keep up with live events; closing with 4008");
+        hub.metrics.slow_consumer_disconnects.inc();
+        session.outbound.close(Close::SLOW_CONSUMER);
+        Err(Abandoned)
+    }
+
+    /// One page, retried while history cannot be read and the connection is open.
+    async fn read(
+        &self,
+        hub: &Hub,
+        session: &Session,
+        channel: &ChannelName,
+        cursor: EventId,
+    ) -> Result<Read, Abandoned> {
+        loop {
+            check_open(session)?;
+            let result = {
+                let _permit = self.reads.acquire().await.expect("the semaphore is never closed");
+                self.history.read_after(channel, cursor, PAGE_SIZE).await
+            };
+            match result {
+                Ok(read) => return Ok(read),
+                Err(error) => {
+                    hub.metrics.history_errors.inc();
+                    tracing::warn!(%error, %channel, "history read failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+/// The `outcome` label of a `recovered: false` reason.
+pub fn outcome_label(reason: &'static str) -> &'static str {
+    match reason {
+        TRUNCATED => "truncated",
+        EXPIRED => "expired",
+        UNKNOWN_ID => "unknown_id",
+        _ => "no_history",
+    }
+}
+
+fn check_open(session: &Session) -> Result<(), Abandoned> {
+    match session.outbound.close_reason() {
+        Some(_) => Err(Abandoned),
+        None => Ok(()),
+    }
+}
+
+/// Waits until the client's queue can take `len` more bytes of replay: replay may fill half the
+/// queue, so live events of its other channels still fit.
+async fn wait_for_room(session: &Session, len: usize) -> Result<(), Abandoned> {
+    let half = session.outbound.cap() / 2;
+    loop {
+        let drained = session.outbound.drained();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        check_open(session)?;
+        let queued = session.outbound.queued();
+        if queued == 0 || queued + len <= half {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(RECHECK, drained).await;
+    }
+}
