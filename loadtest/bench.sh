@@ -4,6 +4,7 @@
 #
 #   loadtest/bench.sh            # all scenarios except the 10-minute churn (about 3 minutes)
 #   loadtest/bench.sh churn      # the 10-minute churn run
+#   loadtest/bench.sh history    # the cost of channel history: off/on, alternated, 3 rounds
 #   HUB_BIN=/path/to/other/mt-stream loadtest/bench.sh idle   # compare another build
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,8 +92,29 @@ case "${1:-all}" in
     load steady --clients 1000 --channels 100 --rate 20000 --size 256 --duration 10 --redis-url redis://127.0.0.1:$REDIS_PORT
     metrics_batching
     ;;
+  history)
+    # Off: no channel keeps history, plain PUBLISH. On: every channel kept, the publish script
+    # (XADD + PUBLISH). Alternated so drift on this noisy machine hits both sides alike.
+    start_redis
+    url=redis://127.0.0.1:$REDIS_PORT
+    for round in 1 2 3; do
+      for mode in off on; do
+        redis-cli -p $REDIS_PORT flushall >/dev/null
+        if [[ $mode == off ]]; then off=(MT_HISTORY_CHANNELS=); flag=(); else off=(); flag=(--history); fi
+        echo "### round $round, history $mode"
+        start_hub REDIS_URL=$url "${off[@]}"
+        load steady --clients 1000 --rate 100 --size 256 --duration 10 --redis-url $url "${flag[@]}"
+        start_hub REDIS_URL=$url "${off[@]}"
+        load steady --clients 1000 --channels 100 --rate 20000 --size 256 --duration 10 --redis-url $url "${flag[@]}"
+        echo "redis used_memory after: $(redis-cli -p $REDIS_PORT info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')"
+        # Embedded broker: in-memory history on or off.
+        start_hub "${off[@]}"
+        load steady --clients 1000 --channels 100 --rate 5000 --size 256 --duration 10
+      done
+    done
+    ;;
   *)
-    echo "usage: $0 [all|idle|churn]" >&2
+    echo "usage: $0 [all|idle|churn|history]" >&2
     exit 2
     ;;
 esac

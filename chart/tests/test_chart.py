@@ -47,6 +47,9 @@ CONTRACT_ENV = (
     "MT_DRAIN_SECONDS",
     "MT_LOG_FORMAT",
     "GITHUB_TOKEN",
+    "MT_HISTORY_CHANNELS",
+    "MT_HISTORY_MAX_EVENTS",
+    "MT_HISTORY_MAX_AGE_SECONDS",
 )
 
 # Labels the chart sets and `mt-stream deploy` does not (or sets differently); the
@@ -364,6 +367,11 @@ def test_event_stream_env_carries_the_design_contract(env):
     assert value["MT_HEARTBEAT_INTERVAL_MS"] == "30000"
     assert value["MT_DRAIN_SECONDS"] == "20"
     assert value["MT_LOG_FORMAT"] == "json"
+    # The binary's own defaults (src/policy.rs), so the chart changes nothing unless told to.
+    assert value["MT_HISTORY_CHANNELS"] == "*"
+    assert value["MT_HISTORY_MAX_EVENTS"] == "1000"
+    assert value["MT_HISTORY_MAX_AGE_SECONDS"] == "3600"
+    assert "MT_CONFLATE_CHANNELS" not in value
     assert env_vars["MT_MEMORY_LIMIT"]["valueFrom"]["resourceFieldRef"] == {
         "containerName": "event-stream",
         "resource": "limits.memory",
@@ -375,6 +383,20 @@ def test_event_stream_env_carries_the_design_contract(env):
     redis_url = value["REDIS_URL"]
     assert redis_url.endswith(f"monkeytown-{env}-redis:6379")
     assert one(objs, "Service", f"monkeytown-{env}-redis")["spec"]["ports"][0]["port"] == 6379
+
+
+def test_history_and_conflation_settings_reach_the_container():
+    """eventStream.history and conflateChannels become the MT_HISTORY_* and MT_CONFLATE_CHANNELS env."""
+    objs = render(
+        "prod",
+        "eventStream.history.channels=builds\\,agent.*",
+        "eventStream.history.maxEvents=50",
+        "eventStream.conflateChannels=prices.*",
+    )
+    value = {k: v.get("value") for k, v in env_map(objs, event_stream(objs, "prod"), "event-stream").items()}
+    assert value["MT_HISTORY_CHANNELS"] == "builds,agent.*"
+    assert value["MT_HISTORY_MAX_EVENTS"] == "50"
+    assert value["MT_CONFLATE_CHANNELS"] == "prices.*"
 
 
 def test_redis_url_expands_the_password_from_the_secret_when_auth_is_on():

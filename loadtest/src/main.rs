@@ -59,6 +59,10 @@ struct Args {
     /// Redis channel prefix.
     #[arg(long, default_value = "mt:")]
     prefix: String,
+    /// With --redis-url: publish with history, through the hub's script (scripts/publish.lua,
+    /// XADD + PUBLISH in one step) instead of a plain PUBLISH.
+    #[arg(long)]
+    history: bool,
     /// The hub's pid, to read its RSS and CPU time from /proc.
     #[arg(long)]
     hub_pid: Option<u32>,
@@ -152,7 +156,7 @@ fn channel_names(count: usize) -> Vec<String> {
 
 fn target(args: &Args) -> Target {
     match &args.redis_url {
-        Some(url) => Target::Redis { url: url.clone(), prefix: args.prefix.clone() },
+        Some(url) => Target::Redis { url: url.clone(), prefix: args.prefix.clone(), history: args.history },
         None => Target::Http { admin: args.admin, token: args.token.clone() },
     }
 }

@@ -1,6 +1,6 @@
 //! The paced publisher: R events/s of S bytes for T seconds, round-robin over C channels, each
 //! stamped with its channel index, per-channel sequence and send time (µs), through Redis
-//! `PUBLISH` or the hub's `POST /publish/{channel}`.
+//! (`PUBLISH`, or the hub's history script) or the hub's `POST /publish/{channel}`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use fred::types::scripts::Script;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -17,9 +19,16 @@ use crate::stats::now_micros;
 /// Where events go.
 #[derive(Clone)]
 pub enum Target {
-    Redis { url: String, prefix: String },
+    /// `history`: publish with the hub's script (history kept) rather than a plain PUBLISH.
+    Redis { url: String, prefix: String, history: bool },
     Http { admin: SocketAddr, token: String },
 }
+
+/// The hub's publish script, the one Monkeytown services use for channels with history.
+const PUBLISH_SCRIPT: &str = include_str!("../../scripts/publish.lua");
+/// History limits passed to the script (the hub's defaults).
+const HISTORY_MAX_EVENTS: i64 = 1000;
+const HISTORY_MAX_AGE_MS: i64 = 3_600_000;
 
 /// Counts shared with the progress display.
 #[derive(Default)]
@@ -29,17 +38,25 @@ pub struct Published {
 }
 
 enum Sink {
-    Redis { client: Client, prefix: String },
+    Redis { client: Client, prefix: String, script: Option<Script> },
     Http { stream: TcpStream, admin: SocketAddr, token: String, response: Vec<u8> },
 }
 
 impl Sink {
     async fn open(target: &Target) -> anyhow::Result<Self> {
         Ok(match target {
-            Target::Redis { url, prefix } => {
+            Target::Redis { url, prefix, history } => {
                 let client = Builder::from_config(Config::from_url(url)?).build()?;
                 client.init().await.context("connect to redis")?;
-                Sink::Redis { client, prefix: prefix.clone() }
+                let script = match history {
+                    true => {
+                        let script = Script::from_lua(PUBLISH_SCRIPT);
+                        script.load(&client).await.context("load the publish script")?;
+                        Some(script)
+                    }
+                    false => None,
+                };
+                Sink::Redis { client, prefix: prefix.clone(), script }
             }
             Target::Http { admin, token } => Sink::Http {
                 stream: TcpStream::connect(admin).await.context("connect to the hub's admin port")?,
@@ -53,16 +70,32 @@ impl Sink {
     /// Publishes a batch; returns how many failed.
     async fn send(&mut self, batch: &[(String, String)]) -> u64 {
         match self {
-            Sink::Redis { client, prefix } => {
+            Sink::Redis { client, prefix, script } => {
                 // One pipeline per batch: commands go out in order, in one write.
                 let pipeline = client.pipeline();
                 for (channel, body) in batch {
-                    let queued: Result<(), _> = pipeline.publish(format!("{prefix}{channel}"), body.as_str()).await;
+                    let key = format!("{prefix}{channel}");
+                    let queued: Result<(), _> = match script {
+                        Some(script) => {
+                            // Pipelines have no EVALSHA method; the command is sent as is.
+                            let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::FirstKey, false);
+                            let args = vec![
+                                Value::from(script.sha1().to_string()),
+                                Value::Integer(1),
+                                Value::from(key),
+                                Value::from(body.as_str()),
+                                Value::Integer(HISTORY_MAX_EVENTS),
+                                Value::Integer(HISTORY_MAX_AGE_MS),
+                            ];
+                            pipeline.custom(evalsha, args).await
+                        }
+                        None => pipeline.publish(key, body.as_str()).await,
+                    };
                     if queued.is_err() {
                         return batch.len() as u64;
                     }
                 }
-                match pipeline.all::<Vec<i64>>().await {
+                match pipeline.all::<Vec<Value>>().await {
                     Ok(_) => 0,
                     Err(_) => batch.len() as u64,
                 }

@@ -48,13 +48,18 @@ impl MemoryHistory {
     pub fn append(&self, channel: &ChannelName, payload: Bytes, now_ms: u64) -> EventId {
         let mut state = lock(&self.state);
         let state = &mut *state;
-        let history = state.channels.entry(channel.clone()).or_insert_with(|| ChannelHistory {
-            events: VecDeque::new(),
-            last_id: EventId::default(),
-            max_deleted: EventId::default(),
+        let mut created = false;
+        let history = state.channels.entry(channel.clone()).or_insert_with(|| {
+            created = true;
+            ChannelHistory { events: VecDeque::new(), last_id: EventId::default(), max_deleted: EventId::default() }
         });
         let id = EventId::next_after(history.last_id, now_ms);
         history.last_id = id;
+        if created {
+            // A new history knows nothing of what came before its first event (a restart, or
+            // events evicted with the channel): a resume from an older id reports truncation.
+            history.max_deleted = id;
+        }
         state.bytes += payload.len() + EVENT_OVERHEAD;
         state.events += 1;
         history.events.push_back((id, payload));
@@ -155,6 +160,8 @@ mod tests {
         let after = page(history.read_after(&c, ids[2], 1));
         assert_eq!(after.entries, vec![(ids[3], Bytes::from("3"))]);
         assert_eq!(history.read_after(&name("other"), EventId::default(), 10), Read::NoStream);
+        let fresh = page(history.read_after(&name("c"), EventId::default(), 1));
+        assert!(fresh.max_deleted >= ids[0], "what came before the first event counts as deleted");
     }
 
     /// The byte cap evicts the oldest events of any channel, and forgets emptied channels.
