@@ -97,6 +97,10 @@ struct Recovering {
     /// The buffer outgrew the connection's queue cap and was dropped; the replay must read
     /// history further before the subscription can go live.
     overflowed: bool,
+    /// Set when the replay got ahead of live delivery (history had events whose live message
+    /// had not reached this hub yet): live events up to this id were replayed already and are
+    /// skipped; the first newer one makes the subscription live.
+    live_after: Option<EventId>,
 }
 
 /// How [`Hub::finish_recovery`] ended.
@@ -265,6 +269,7 @@ impl Hub {
                         buffer: Vec::new(),
                         bytes: 0,
                         overflowed: false,
+                        live_after: None,
                     });
                     recovering.push(channel.clone());
                 } else {
@@ -284,6 +289,9 @@ impl Hub {
     /// Ends a recovery whose replay reached `replayed_to`: under the channel's lock, queues the
     /// live events kept meanwhile that are newer, then `notice(handed_over)`, and makes the
     /// subscription live. Nothing can be published between the two, so the seam has no gap.
+    /// When the replay is ahead of live delivery (history already holds events whose live
+    /// message is still on its way), the subscription stays aside until the first live event
+    /// newer than the replay, so none of those comes twice.
     pub fn finish_recovery(
         &self,
         session: &Arc<Session>,
@@ -302,6 +310,14 @@ impl Hub {
             let recovering = &mut inner.recovering[at];
             recovering.overflowed = false;
             return Finish::ReadMore;
+        }
+        if inner.last_id < replayed_to {
+            let recovering = &mut inner.recovering[at];
+            recovering.buffer = Vec::new();
+            recovering.bytes = 0;
+            recovering.live_after = Some(replayed_to);
+            session.outbound.push(&Event::control(notice(0)));
+            return Finish::Live { handed_over: 0 };
         }
         let recovering = inner.recovering.swap_remove(at);
         let mut handed_over = 0;
@@ -416,7 +432,15 @@ impl Hub {
         for session in &inner.subscribers {
             queued += self.push(session, &event) as usize;
         }
-        for recovering in &mut inner.recovering {
+        let mut went_live = Vec::new();
+        for (at, recovering) in inner.recovering.iter_mut().enumerate() {
+            if let Some(after) = recovering.live_after {
+                if id > after {
+                    queued += self.push(&recovering.session, &event) as usize;
+                    went_live.push(at);
+                }
+                continue;
+            }
             if recovering.overflowed {
                 continue;
             }
@@ -428,6 +452,10 @@ impl Hub {
             } else {
                 recovering.buffer.push(Arc::clone(&event));
             }
+        }
+        for at in went_live.into_iter().rev() {
+            let recovering = inner.recovering.swap_remove(at);
+            inner.subscribers.push(recovering.session);
         }
         queued
     }
@@ -535,6 +563,25 @@ mod tests {
         assert_eq!(drained_ids(&a), ["4-0"], "live after the seam");
         assert_eq!(hub.finish_recovery(&a, &name("x"), EventId::new(4, 0), |_| Bytes::new()), Finish::Gone);
 
+        // The replay got ahead of live delivery (history had 6-0 and 7-0 before their live
+        // messages came): those are skipped when they arrive live, 8-0 goes through.
+        let c = hub.open_session();
+        hub.subscribe(&c, &[name("x")], &[name("x")]).unwrap();
+        assert_eq!(
+            hub.finish_recovery(&c, &name("x"), EventId::new(7, 0), |_| Bytes::from_static(b"notice")),
+            Finish::Live { handed_over: 0 }
+        );
+        for ms in 5..=8 {
+            hub.publish(&name("x"), Some(EventId::new(ms, 0)), b"1", Instant::now());
+        }
+        let mut batch = Vec::new();
+        c.outbound.drain_into(&mut batch);
+        let delivered: Vec<EventId> = batch.iter().filter_map(|e| e.delivery_id()).map(|(_, id)| id).collect();
+        assert_eq!(delivered, [EventId::new(8, 0)]);
+        assert_eq!(batch.len(), 2, "the notice, then 8-0");
+        hub.publish(&name("x"), Some(EventId::new(9, 0)), b"1", Instant::now());
+        assert_eq!(drained_ids(&c), ["9-0"], "live from then on");
+
         let b = hub.open_session();
         hub.subscribe(&b, &[name("y")], &[name("y")]).unwrap();
         let big = vec![b'x'; b.outbound.cap() / 3];
@@ -574,7 +621,8 @@ mod tests {
     fn admission_respects_the_cap() {
         let (tx, _rx) = mpsc::unbounded_channel();
         let budget = Budget { max_connections: std::num::NonZeroUsize::new(2).unwrap(), ..Budget::default() };
-        let hub = Arc::new(Hub::new(budget, Metrics::new(&mut Registry::default()), Some(tx), ChannelPolicies::default()));
+        let hub =
+            Arc::new(Hub::new(budget, Metrics::new(&mut Registry::default()), Some(tx), ChannelPolicies::default()));
         let first = hub.try_admit().expect("slot 1");
         let _second = hub.try_admit().expect("slot 2");
         assert!(hub.try_admit().is_none());
@@ -604,5 +652,4 @@ mod tests {
         assert!(!hub.has_subscribers(&name("x")));
         assert!(a.channels().is_empty());
     }
-
 }

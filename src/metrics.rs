@@ -176,7 +176,11 @@ impl Metrics {
             metrics.conflations.clone(),
         );
         r.register("resumes", "Subscriptions resumed from an id, by outcome", metrics.resumes.clone());
-        r.register("history_replayed", "Events replayed from history to resuming clients", metrics.history_replayed.clone());
+        r.register(
+            "history_replayed",
+            "Events replayed from history to resuming clients",
+            metrics.history_replayed.clone(),
+        );
         r.register("history_errors", "History reads that failed (retried)", metrics.history_errors.clone());
         r.register(
             "heartbeat_timeouts",

@@ -62,7 +62,13 @@ impl Event {
     }
 
     /// A channel event (its frame built by [`protocol::encode_event`]).
-    pub fn delivery(frame: Bytes, received_at: Instant, channel: ChannelName, id: EventId, conflate: bool) -> Arc<Self> {
+    pub fn delivery(
+        frame: Bytes,
+        received_at: Instant,
+        channel: ChannelName,
+        id: EventId,
+        conflate: bool,
+    ) -> Arc<Self> {
         Arc::new(Self { frame, received_at, kind: EventKind::Delivery { channel, id, conflate } })
     }
 

@@ -108,7 +108,10 @@ impl ChannelPrefix {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientMessage {
     /// Subscribe to `channels`; those in `since` resume after the given id.
-    Subscribe { channels: Vec<ChannelName>, since: Vec<(ChannelName, EventId)> },
+    Subscribe {
+        channels: Vec<ChannelName>,
+        since: Vec<(ChannelName, EventId)>,
+    },
     Unsubscribe(Vec<ChannelName>),
 }
 
@@ -344,8 +347,11 @@ pub fn encode_unsubscribed(channels: &[ChannelName]) -> Bytes {
 /// events of `channel`, ids `from` to `to`.
 pub fn encode_skipped(channel: &ChannelName, count: u64, from: EventId, to: EventId) -> Bytes {
     framed(128 + channel.as_str().len(), |out| {
-        write!(out, "{{\"op\":\"skipped\",\"channel\":\"{channel}\",\"count\":{count},\"from\":\"{from}\",\"to\":\"{to}\"}}")
-            .expect("writing to a Vec cannot fail");
+        write!(
+            out,
+            "{{\"op\":\"skipped\",\"channel\":\"{channel}\",\"count\":{count},\"from\":\"{from}\",\"to\":\"{to}\"}}"
+        )
+        .expect("writing to a Vec cannot fail");
     })
 }
 
@@ -480,7 +486,10 @@ mod tests {
         ] {
             assert_eq!(ClientMessage::parse(bad).unwrap_err().code(), "bad_since", "{bad}");
         }
-        assert_eq!(ClientMessage::parse(r#"{"op":"subscribe","channels":["a"],"since":5}"#).unwrap_err().code(), "bad_request");
+        assert_eq!(
+            ClientMessage::parse(r#"{"op":"subscribe","channels":["a"],"since":5}"#).unwrap_err().code(),
+            "bad_request"
+        );
     }
 
     /// The resume and close notices are the documented JSON.

@@ -72,8 +72,12 @@ pub enum PublishCliError {
 /// Publishes one event; returns the line to print (with the event's id when history keeps it).
 pub async fn run(args: PublishArgs) -> Result<String, PublishCliError> {
     let channel = ChannelName::new(&args.channel)?;
-    let policies =
-        crate::config::policies_from(&args.history_channels, &args.history_max_events, &args.history_max_age_seconds, "")?;
+    let policies = crate::config::policies_from(
+        &args.history_channels,
+        &args.history_max_events,
+        &args.history_max_age_seconds,
+        "",
+    )?;
     let work = async {
         match args.redis_url.as_deref().filter(|u| !u.trim().is_empty()) {
             Some(url) => {

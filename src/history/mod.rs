@@ -60,7 +60,9 @@ impl History {
     pub async fn read_after(&self, channel: &ChannelName, since: EventId, count: usize) -> Result<Read, HistoryError> {
         match self {
             Self::Memory(memory) => Ok(memory.read_after(channel, since, count)),
-            Self::Redis { client, prefix } => redis::read_after(client, &prefix.redis_channel(channel), since, count).await,
+            Self::Redis { client, prefix } => {
+                redis::read_after(client, &prefix.redis_channel(channel), since, count).await
+            }
         }
     }
 }

@@ -40,7 +40,12 @@ async fn timed<T>(future: impl std::future::Future<Output = Result<T, fred::erro
 }
 
 /// Appends to the stream `key` and publishes on the channel `key`, in one step; returns the id.
-pub async fn publish(client: &Client, key: &str, payload: Bytes, limits: &HistoryLimits) -> Result<EventId, HistoryError> {
+pub async fn publish(
+    client: &Client,
+    key: &str,
+    payload: Bytes,
+    limits: &HistoryLimits,
+) -> Result<EventId, HistoryError> {
     let args: Vec<Value> = vec![
         Value::Bytes(payload),
         Value::Integer(limits.max_events.min(i64::MAX as u64) as i64),
@@ -80,7 +85,8 @@ fn parse_read_reply(reply: Value) -> Result<Read, HistoryError> {
         let entry_id = id(row.next())?;
         let Some(Value::Array(fields)) = row.next() else { return Err(bad("entry fields are not an array")) };
         // Fields are ["d", payload]; the payload is the value after the "d" field.
-        let payload = fields.into_iter().nth(1).and_then(|v| v.into_bytes()).ok_or_else(|| bad("entry without payload"))?;
+        let payload =
+            fields.into_iter().nth(1).and_then(|v| v.into_bytes()).ok_or_else(|| bad("entry without payload"))?;
         entries.push((entry_id, payload));
     }
     Ok(Read::Page(Page { entries, last_id, max_deleted }))
@@ -123,7 +129,8 @@ mod tests {
         let entry = |id: &str, data: &str| {
             Value::Array(vec![id.into(), Value::Array(vec!["d".into(), Value::Bytes(Bytes::from(data.to_owned()))])])
         };
-        let reply = Value::Array(vec!["9-0".into(), "2-0".into(), Value::Array(vec![entry("3-0", "x"), entry("4-1", "y")])]);
+        let reply =
+            Value::Array(vec!["9-0".into(), "2-0".into(), Value::Array(vec![entry("3-0", "x"), entry("4-1", "y")])]);
         let Read::Page(page) = parse_read_reply(reply).unwrap() else { panic!("a page") };
         assert_eq!(page.last_id, EventId::new(9, 0));
         assert_eq!(page.max_deleted, EventId::new(2, 0));

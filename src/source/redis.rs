@@ -6,7 +6,10 @@
 //! - the **pump** reads the subscriber's messages in order and hands them to the hub;
 //! - the **subscriptions** task is the only one that sends SUBSCRIBE/UNSUBSCRIBE: it follows the
 //!   hub's interest changes (a channel's first subscriber or last one leaving) and, after every
-//!   (re)connect, subscribes everything the hub wants again;
+//!   (re)connect, subscribes everything the hub wants again. fred completes a SUBSCRIBE when it
+//!   is written, not when Redis has run it, so a PING on the same connection follows each one:
+//!   its answer proves the subscription is in place, and only then are the channels marked live
+//!   (a resume reads history only from then on; see `crate::recovery`);
 //! - the **canary** publishes a private event every [`CANARY_INTERVAL`]. The subscription is only
 //!   trusted while events (canaries included) keep arriving: after [`CANARY_STALL`] without one,
 //!   readiness fails with "subscription silent" and the subscriber is forced to reconnect. This
@@ -247,7 +250,7 @@ async fn subscriptions(
                 let mut channels: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
                 channels.push(canary_channel.clone());
                 tracing::info!(channels = channels.len(), "redis connected; subscribing");
-                match command(subscriber.subscribe(channels)).await {
+                match subscribe_and_confirm(&subscriber, channels).await {
                     Ok(()) => hub.mark_live(&wanted),
                     Err(error) => {
                         tracing::warn!(%error, "resubscribe failed; forcing a reconnect");
@@ -264,7 +267,7 @@ async fn subscriptions(
                     changed.into_iter().partition(|c| hub.has_subscribers(c));
                 if !wanted.is_empty() {
                     let names: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
-                    match command(subscriber.subscribe(names)).await {
+                    match subscribe_and_confirm(&subscriber, names).await {
                         Ok(()) => hub.mark_live(&wanted),
                         // The next (re)connect subscribes everything the hub wants.
                         Err(error) => tracing::warn!(%error, "subscribe failed"),
@@ -279,6 +282,13 @@ async fn subscriptions(
             }
         }
     }
+}
+
+/// Subscribes, then waits for the answer to a PING sent after it on the same connection: Redis
+/// runs a connection's commands in order, so the subscription is then in place.
+async fn subscribe_and_confirm(subscriber: &Client, channels: Vec<String>) -> Result<(), String> {
+    command(subscriber.subscribe(channels)).await?;
+    command(subscriber.ping::<Value>(None)).await.map(|_| ())
 }
 
 async fn command<T>(future: impl std::future::Future<Output = Result<T, fred::error::Error>>) -> Result<T, String> {

@@ -231,16 +231,31 @@ pub struct RedisProcess {
     pub port: u16,
     child: Option<Child>,
     dir: std::path::PathBuf,
+    /// Arguments added after the defaults (a later directive wins), on every (re)start.
+    extra_args: Vec<String>,
 }
 
 impl RedisProcess {
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`RedisProcess::start`] with `args` after the defaults (no persistence, bound to
+    /// 127.0.0.1, its own temp `--dir`), e.g. `["--appendonly", "yes", "--appendfsync",
+    /// "always"]`; a restart keeps the same port, directory and arguments.
+    pub fn start_with_args(args: &[&str]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("mt-stream-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut redis = Self { port, child: None, dir };
+        let extra_args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut redis = Self { port, child: None, dir, extra_args };
         redis.spawn();
         redis
+    }
+
+    /// The server's working directory (where an AOF lives).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     fn spawn(&mut self) {
@@ -248,6 +263,7 @@ impl RedisProcess {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -307,6 +323,43 @@ pub async fn numsub(client: &fred::clients::Client, channel: &str) -> i64 {
         .await
         .expect("PUBSUB NUMSUB works");
     reply.get(1).and_then(|v| v.as_i64()).unwrap_or(0)
+}
+
+/// Waits until Redis counts exactly `want` subscribers on `channel` (each hub subscribes once).
+pub async fn wait_numsub(client: &fred::clients::Client, channel: &str, want: i64) {
+    wait_for(&format!("{want} redis subscriber(s) on {channel}"), || async {
+        (numsub(client, channel).await == want).then_some(())
+    })
+    .await;
+}
+
+/// An event id `<ms>-<seq>` as the pair it compares as; panics (naming it) when malformed.
+pub fn parse_id(id: &str) -> (u64, u64) {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let parsed: Option<(u64, u64)> = id
+        .split_once('-')
+        .filter(|(ms, seq)| digits(ms) && digits(seq))
+        .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)));
+    parsed.unwrap_or_else(|| panic!("{id:?} is not an event id of the form <ms>-<seq>"))
+}
+
+/// Receives JSON messages until `done` holds for one; returns them all, that one last. At most
+/// `limit` messages, each within [`DEADLINE`].
+pub async fn recv_until(
+    client: &mut Client,
+    limit: usize,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut received = Vec::new();
+    loop {
+        assert!(received.len() < limit, "{limit} messages and still not done; last: {:?}", received.last());
+        let message = next_json(client).await;
+        let stop = done(&message);
+        received.push(message);
+        if stop {
+            return received;
+        }
+    }
 }
 
 /// A raw WebSocket client: the handshake by hand, then bytes. For peers that misbehave
