@@ -1,6 +1,7 @@
 //! The hub's hot path in isolation: fan-out of one event to 10/100/1000 subscribers, envelope
-//! encoding, subscribe/unsubscribe churn on the registry from two threads, and the writer's
-//! batch drain of an outbound queue.
+//! encoding, subscribe/unsubscribe churn on the registry from two threads, the writer's batch
+//! drain of an outbound queue, the embedded broker's history append (steady state: every append
+//! trims one), and a conflating push into a full queue.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -10,10 +11,11 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mt_stream::budget::Budget;
 use mt_stream::event_id::EventId;
+use mt_stream::history::memory::MemoryHistory;
 use mt_stream::hub::Hub;
 use mt_stream::metrics::Metrics;
-use mt_stream::policy::ChannelPolicies;
 use mt_stream::outbound::{Event, Outbound};
+use mt_stream::policy::{ChannelPolicies, HistoryLimits};
 use mt_stream::protocol::{self, ChannelName};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -135,9 +137,60 @@ fn batch_drain(c: &mut Criterion) {
     group.finish();
 }
 
+/// The in-memory history's append at its count limit (1000 kept, so each append trims one).
+fn history_append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("history_append");
+    let history = MemoryHistory::new(HistoryLimits::default(), 1 << 30);
+    let channel = ChannelName::new("builds").unwrap();
+    let event = Bytes::from(payload(256));
+    let mut now_ms = 1_000_000u64;
+    for _ in 0..1000 {
+        history.append(&channel, event.clone(), now_ms);
+    }
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("256B_at_limit", |b| {
+        b.iter(|| {
+            now_ms += 1;
+            black_box(history.append(&channel, event.clone(), now_ms))
+        })
+    });
+    group.finish();
+}
+
+/// A push that overflows a queue of one conflated channel: the queue keeps one event.
+fn conflate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conflate");
+    let channel = ChannelName::new("prices").unwrap();
+    let frame = protocol::encode_event(&channel, "1-0", &payload(256));
+    let queue = Outbound::new(64 << 10, Gauge::default());
+    let mut ms = 0u64;
+    let mut next = || {
+        ms += 1;
+        Event::delivery(frame.clone(), Instant::now(), channel.clone(), EventId::new(ms, 0), true)
+    };
+    while queue.queued() + frame.len() <= 64 << 10 {
+        queue.push(&next());
+    }
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("overflowing_push_full_queue", |b| {
+        b.iter_batched(
+            || {
+                // Refill to the cap, so every measured push conflates a full queue.
+                while queue.queued() + frame.len() <= 64 << 10 {
+                    queue.push(&next());
+                }
+                next()
+            },
+            |event| black_box(queue.push(&event)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = fan_out, encode, registry_churn, batch_drain
+    targets = fan_out, encode, registry_churn, batch_drain, history_append, conflate
 }
 criterion_main!(benches);

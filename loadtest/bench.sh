@@ -97,7 +97,13 @@ case "${1:-all}" in
     # (XADD + PUBLISH). Alternated so drift on this noisy machine hits both sides alike.
     start_redis
     url=redis://127.0.0.1:$REDIS_PORT
+    sha=$(redis-cli -p $REDIS_PORT SCRIPT LOAD "$(cat scripts/publish.lua)")
+    payload=$(head -c 256 /dev/zero | tr '\0' x)
     for round in 1 2 3; do
+      echo "### round $round: Redis alone, 200k publishes pipelined 16 deep (redis-benchmark on core 1)"
+      redis-cli -p $REDIS_PORT flushall >/dev/null
+      taskset -c 1 redis-benchmark -p $REDIS_PORT -n 200000 -P 16 -q PUBLISH mt:rb "$payload"
+      taskset -c 1 redis-benchmark -p $REDIS_PORT -n 200000 -P 16 -q EVALSHA "$sha" 1 mt:rb "$payload" 1000 3600000
       for mode in off on; do
         redis-cli -p $REDIS_PORT flushall >/dev/null
         if [[ $mode == off ]]; then off=(MT_HISTORY_CHANNELS=); flag=(); else off=(); flag=(--history); fi
@@ -105,13 +111,19 @@ case "${1:-all}" in
         start_hub REDIS_URL=$url "${off[@]}"
         load steady --clients 1000 --rate 100 --size 256 --duration 10 --redis-url $url "${flag[@]}"
         start_hub REDIS_URL=$url "${off[@]}"
-        load steady --clients 1000 --channels 100 --rate 20000 --size 256 --duration 10 --redis-url $url "${flag[@]}"
+        load steady --clients 1000 --channels 100 --rate 5000 --size 256 --duration 10 --redis-url $url "${flag[@]}"
         echo "redis used_memory after: $(redis-cli -p $REDIS_PORT info memory | awk -F: '/^used_memory:/ {print $2}' | tr -d '\r')"
         # Embedded broker: in-memory history on or off.
         start_hub "${off[@]}"
         load steady --clients 1000 --channels 100 --rate 5000 --size 256 --duration 10
       done
     done
+    echo "### resume: 1000 clients on 10 channels come back with since=0-0 to 1000 kept events each"
+    redis-cli -p $REDIS_PORT flushall >/dev/null
+    start_hub REDIS_URL=$url
+    load resume --clients 1000 --channels 10 --rate 2000 --size 256 --duration 5 --redis-url $url --history
+    start_hub
+    load resume --clients 1000 --channels 10 --rate 2000 --size 256 --duration 5
     ;;
   *)
     echo "usage: $0 [all|idle|churn|history]" >&2

@@ -31,16 +31,23 @@ pub enum Ending {
 }
 
 impl WsClient {
-    /// Connects to `/ws?channels=<channel>` and waits for the `subscribed` reply.
-    pub async fn connect(addr: SocketAddr, channel: &str, recv_buffer: Option<u32>) -> anyhow::Result<Self> {
+    /// Connects to `/ws?channels=<channel>` (resuming after `since` when given) and waits for
+    /// the `subscribed` reply.
+    pub async fn connect(
+        addr: SocketAddr,
+        channel: &str,
+        recv_buffer: Option<u32>,
+        since: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let socket = tokio::net::TcpSocket::new_v4()?;
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size)?;
         }
         let mut stream = socket.connect(addr).await.context("connect")?;
         stream.set_nodelay(true)?;
+        let since = since.map(|id| format!("&since={id}")).unwrap_or_default();
         let request = format!(
-            "GET /ws?channels={channel} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET /ws?channels={channel}{since} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: bG9hZHRlc3QtbXQtc3RyZWFt\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
@@ -114,12 +121,14 @@ impl WsClient {
                     if let Some((channel, seq, sent_us)) = parse_event(&self.buffer[range]) {
                         stats.record(channel, seq, sent_us);
                         unreported += 1;
-                        if unreported == 16 {
-                            if let Some(progress) = progress {
-                                progress.fetch_add(unreported, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            unreported = 0;
+                    }
+                    // Every 16 events, and whenever the buffer is used up (before waiting for
+                    // more), so a reader of `progress` sees the last events too.
+                    if unreported > 0 && (unreported == 16 || self.start == self.buffer.len()) {
+                        if let Some(progress) = progress {
+                            progress.fetch_add(unreported, std::sync::atomic::Ordering::Relaxed);
                         }
+                        unreported = 0;
                     }
                 }
                 Ok(Some((0x9, range))) => {

@@ -36,6 +36,7 @@ enum Scenario {
     Ramp,
     Churn,
     Reconnect,
+    Resume,
 }
 
 #[derive(Debug, Parser)]
@@ -96,6 +97,10 @@ struct Args {
     /// Churn: each client stays connected a random time up to this many ms, then reconnects.
     #[arg(long, default_value_t = 1000)]
     churn_max_ms: u64,
+    /// Resume: events the hub keeps per channel (its MT_HISTORY_MAX_EVENTS): each client
+    /// replays min(this, events published on its channel).
+    #[arg(long, default_value_t = 1000)]
+    history_max_events: u64,
     /// Connections opened at once while connecting.
     #[arg(long, default_value_t = 100)]
     connect_concurrency: usize,
@@ -167,6 +172,7 @@ async fn connect_all(
     count: usize,
     first_index: usize,
     recv_buffer: Option<u32>,
+    since: Option<&'static str>,
 ) -> (Vec<(usize, WsClient)>, u64) {
     let channels = channel_names(args.channels);
     let mut clients = Vec::with_capacity(count);
@@ -180,7 +186,7 @@ async fn connect_all(
                 let hub = args.hub;
                 tokio::spawn(async move {
                     let result =
-                        tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, recv_buffer))
+                        tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, recv_buffer, since))
                             .await;
                     (i, result)
                 })
@@ -290,9 +296,9 @@ async fn measured_run(
     let stalled_count = ((args.clients as f64) * stalled_share).round() as usize;
     let fast_count = args.clients - stalled_count;
     let rss_before = sample(args.hub_pid);
-    let (fast, mut failed) = connect_all(args, fast_count, 0, None).await;
+    let (fast, mut failed) = connect_all(args, fast_count, 0, None, None).await;
     // Stalled clients shrink their receive buffer so the hub's queue, not the kernel, fills.
-    let (stalled, failed_stalled) = connect_all(args, stalled_count, fast_count, Some(4096)).await;
+    let (stalled, failed_stalled) = connect_all(args, stalled_count, fast_count, Some(4096), None).await;
     failed += failed_stalled;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -386,6 +392,7 @@ async fn run(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u6
         Scenario::Idle => idle(args).await,
         Scenario::Churn => churn(args).await,
         Scenario::Reconnect => reconnect(args).await,
+        Scenario::Resume => resume(args).await,
     }
 }
 
@@ -419,7 +426,7 @@ async fn ramp(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u
 async fn idle(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
     let before = sample(args.hub_pid);
     let started = Instant::now();
-    let (clients, failed) = connect_all(args, args.clients, 0, None).await;
+    let (clients, failed) = connect_all(args, args.clients, 0, None, None).await;
     let connect_seconds = started.elapsed().as_secs_f64();
     let connected = sample(args.hub_pid);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -489,7 +496,7 @@ async fn churn(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<
             while tokio::time::Instant::now() < deadline {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let hold = Duration::from_millis(10 + (seed >> 33) % max_ms);
-                match tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, None)).await {
+                match tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, None, None)).await {
                     Ok(Ok(mut client)) => {
                         connections += 1;
                         let until = tokio::time::sleep_until((tokio::time::Instant::now() + hold).min(deadline));
@@ -554,13 +561,72 @@ async fn churn(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<
     Ok((summary, total.latency_us))
 }
 
+/// Publishes a backlog while no client is connected, then connects every client at once with
+/// `since=0-0` and measures how long until each has replayed its channel's whole history.
+async fn resume(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+    let channels = channel_names(args.channels);
+    let published = Arc::new(Published::default());
+    let duration = Duration::from_secs_f64(args.duration);
+    let per_channel =
+        publisher::run(target(args), &channels, args.rate, args.size, duration, Arc::clone(&published)).await?;
+    let start = sample(args.hub_pid);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let peak = watch_peak(args.hub_pid, stop_rx.clone());
+    let started = Instant::now();
+    let (clients, failed) = connect_all(args, args.clients, 0, None, Some("0-0")).await;
+    let expected: u64 =
+        clients.iter().map(|(channel, _)| per_channel[*channel].min(args.history_max_events)).sum();
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers = spawn_readers(clients, args.channels, stop_rx, Arc::clone(&delivered));
+    // Bounded: at most 120 s for the replay, checked every 10 ms.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let replay_seconds = started.elapsed().as_secs_f64();
+    let end = sample(args.hub_pid);
+    let _ = stop_tx.send(true);
+    let peak_rss = peak.await?;
+    let mut total = ClientStats::new(args.channels);
+    let mut complete = 0usize;
+    for reader in readers {
+        let (channel, stats, _, client) = reader.await?;
+        if stats.deliveries >= per_channel[channel].min(args.history_max_events) {
+            complete += 1;
+        }
+        total.merge(&stats);
+        client.close().await;
+    }
+    let summary = Summary {
+        scenario: "resume".into(),
+        clients: args.clients,
+        channels: args.channels,
+        rate_per_second: args.rate,
+        event_bytes: args.size,
+        seconds: replay_seconds,
+        published: published.events.load(Ordering::Relaxed),
+        publish_errors: published.errors.load(Ordering::Relaxed),
+        deliveries_per_second: total.deliveries as f64 / replay_seconds,
+        failed_connections: failed,
+        deliveries: total.deliveries,
+        hub: Some(HubResources::new(start, peak_rss, end, total.deliveries)),
+        extra: vec![
+            ("events to replay, all clients".into(), expected as f64),
+            ("clients that replayed their whole backlog".into(), complete as f64),
+            ("connect + replay, s".into(), replay_seconds),
+        ],
+        ..Summary::default()
+    };
+    Ok((summary, total.latency_us))
+}
+
 /// Drops every client at once and measures how long until all are served again.
 async fn reconnect(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
-    let (clients, failed_first) = connect_all(args, args.clients, 0, None).await;
+    let (clients, failed_first) = connect_all(args, args.clients, 0, None, None).await;
     let count = clients.len();
     drop(clients); // every socket closes at once
     let started = Instant::now();
-    let (clients, failed) = connect_all(args, count, 0, None).await;
+    let (clients, failed) = connect_all(args, count, 0, None, None).await;
     let reconnected = started.elapsed().as_secs_f64();
     // Served again = each client receives an event published after it reconnected.
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
 use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,8 +20,15 @@ use crate::stats::now_micros;
 #[derive(Clone)]
 pub enum Target {
     /// `history`: publish with the hub's script (history kept) rather than a plain PUBLISH.
-    Redis { url: String, prefix: String, history: bool },
-    Http { admin: SocketAddr, token: String },
+    Redis {
+        url: String,
+        prefix: String,
+        history: bool,
+    },
+    Http {
+        admin: SocketAddr,
+        token: String,
+    },
 }
 
 /// The hub's publish script, the one Monkeytown services use for channels with history.

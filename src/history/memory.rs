@@ -44,8 +44,10 @@ impl MemoryHistory {
         Self { state: Mutex::new(State::default()), limits, byte_cap }
     }
 
-    /// Appends an event at wall-clock `now_ms`; returns its id.
+    /// Appends an event at wall-clock `now_ms`; returns its id. The payload is copied: a kept
+    /// event must not pin the (much larger) buffer it was read into.
     pub fn append(&self, channel: &ChannelName, payload: Bytes, now_ms: u64) -> EventId {
+        let payload = Bytes::copy_from_slice(&payload);
         let mut state = lock(&self.state);
         let state = &mut *state;
         let mut created = false;
