@@ -4,27 +4,32 @@
 --   ARGV[2]  events kept per channel (MT_HISTORY_MAX_EVENTS)
 --   ARGV[3]  age limit in milliseconds (MT_HISTORY_MAX_AGE_SECONDS * 1000)
 -- Returns the event id. Live subscribers receive "\30<id>\30<payload>". Needs Redis >= 7.0.
-local key, max_events, max_age = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local new = redis.call('EXISTS', key) == 0
-local id = redis.call('XADD', key, '*', 'd', ARGV[1])
+--
 -- The newest trimmed id is recorded as the stream's max-deleted-entry-id (trimming alone does
 -- not set it), so a resume from an older id knows events are missing. A new stream knows
 -- nothing of what came before its first event (an expired stream's, say): the same applies.
-local deleted = new and id or nil
+local key, max_events, max_age = KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local function ms(entry_id) return tonumber(string.match(entry_id, '^(%d+)')) end
 local length = redis.call('XLEN', key)
-if length > max_events then
-  local doomed = redis.call('XRANGE', key, '-', '+', 'COUNT', length - max_events)
-  deleted = doomed[#doomed][1]
+local id = redis.call('XADD', key, '*', 'd', ARGV[1])
+local deleted = nil
+if length == 0 then deleted = id end
+length = length + 1
+-- The entries the count limit removes, and the first one it keeps (for the age check).
+local over = math.max(length - max_events, 0)
+local head = redis.call('XRANGE', key, '-', '+', 'COUNT', over + 1)
+if over > 0 then
+  deleted = head[over][1]
   redis.call('XTRIM', key, 'MAXLEN', max_events)
 end
-local cutoff = tonumber(string.match(id, '^(%d+)')) - max_age
-if cutoff > 0 then
-  local old = redis.call('XREVRANGE', key, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
-  if old[1] then
-    -- Still in the stream after the count trim, so newer than anything it removed.
-    deleted = old[1][1]
-    redis.call('XTRIM', key, 'MINID', cutoff)
-  end
+local cutoff = ms(id) - max_age
+local oldest = head[over + 1]
+if oldest and ms(oldest[1]) < cutoff then
+  -- Only when something is that old: a range ending before the cutoff is cheap forwards, while
+  -- XREVRANGE from there would walk the whole stream.
+  local old = redis.call('XRANGE', key, '-', '(' .. cutoff .. '-0')
+  deleted = old[#old][1]
+  redis.call('XTRIM', key, 'MINID', cutoff)
 end
 if deleted then
   redis.call('XSETID', key, id, 'MAXDELETEDID', deleted)

@@ -811,3 +811,72 @@ async fn plain_publish_still_reaches_live_clients() {
     assert_eq!(replayed, vec![(2, id2.as_str())], "only the kept event is replayed");
     assert_recovered(&notice, "c", &id0, 1, None);
 }
+
+/// The stream's `max-deleted-entry-id` and its first kept id, from `XINFO STREAM`.
+async fn stream_state(redis: &fred::clients::Client, key: &str) -> (String, String, u64) {
+    use fred::prelude::*;
+    use fred::types::{ClusterHash, CustomCommand};
+    let info: Vec<Value> = redis
+        .custom(CustomCommand::new_static("XINFO", ClusterHash::FirstKey, false), vec!["STREAM", key])
+        .await
+        .expect("XINFO STREAM answers");
+    let field = |name: &str| -> Value {
+        let at = info.iter().position(|v| v.as_str().as_deref() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+        info[at + 1].clone()
+    };
+    let first = match field("first-entry") {
+        Value::Array(entry) => entry[0].as_string().unwrap(),
+        other => panic!("first-entry: {other:?}"),
+    };
+    let length = field("length").as_u64().unwrap();
+    (field("max-deleted-entry-id").as_string().unwrap(), first, length)
+}
+
+/// `publish.lua` itself: the count limit keeps exactly N and records the newest trimmed id;
+/// the age limit trims what is older than the newest event's time minus the limit and records
+/// it too; a new stream counts what came before its first event as deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_script_trims_by_count_and_age_and_records_it() {
+    use fred::prelude::*;
+    let redis_process = RedisProcess::start();
+    let redis = redis_process.client().await;
+    let script = publish_script();
+    let publish = |key: &'static str, n: u64, max_events: u64, max_age_ms: u64| {
+        let redis = redis.clone();
+        let script = script.clone();
+        async move {
+            let id: String = redis
+                .eval(script, key, vec![json!({ "n": n }).to_string(), max_events.to_string(), max_age_ms.to_string()])
+                .await
+                .expect("publish.lua runs");
+            id
+        }
+    };
+
+    let first = publish("mt:count", 0, 3, MAX_AGE_MS).await;
+    assert_eq!(stream_state(&redis, "mt:count").await, (first.clone(), first.clone(), 1), "new stream");
+    let mut ids = vec![first];
+    for n in 1..6 {
+        ids.push(publish("mt:count", n, 3, MAX_AGE_MS).await);
+    }
+    assert_eq!(stream_state(&redis, "mt:count").await, (ids[2].clone(), ids[3].clone(), 3), "count limit");
+
+    // Age: with a 2 ms limit, publish until the clock has moved 3 ms past the first event.
+    let old = publish("mt:age", 0, MAX_EVENTS, 2).await;
+    let (old_ms, _) = parse_id(&old);
+    let mut newest = old.clone();
+    for n in 1..=100_000u64 {
+        newest = publish("mt:age", n, MAX_EVENTS, 2).await;
+        if parse_id(&newest).0 >= old_ms + 3 {
+            break;
+        }
+    }
+    let (newest_ms, _) = parse_id(&newest);
+    assert!(newest_ms >= old_ms + 3, "the clock moved on");
+    let (deleted, first_kept, _) = stream_state(&redis, "mt:age").await;
+    assert!(parse_id(&first_kept).0 >= newest_ms - 2, "nothing older than the limit is kept: {first_kept}");
+    assert!(parse_id(&deleted) >= parse_id(&old), "the trimmed ids are recorded: {deleted}");
+    assert!(parse_id(&deleted) < parse_id(&first_kept));
+    let ttl: i64 = redis.pttl("mt:age").await.unwrap();
+    assert!((0..=2).contains(&ttl), "the stream expires with its age limit: {ttl}");
+}

@@ -185,9 +185,11 @@ async fn connect_all(
                 let channel = channels[i % channels.len()].clone();
                 let hub = args.hub;
                 tokio::spawn(async move {
-                    let result =
-                        tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, recv_buffer, since))
-                            .await;
+                    let result = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        WsClient::connect(hub, &channel, recv_buffer, since),
+                    )
+                    .await;
                     (i, result)
                 })
             })
@@ -496,7 +498,8 @@ async fn churn(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<
             while tokio::time::Instant::now() < deadline {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let hold = Duration::from_millis(10 + (seed >> 33) % max_ms);
-                match tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, None, None)).await {
+                match tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, None, None)).await
+                {
                     Ok(Ok(mut client)) => {
                         connections += 1;
                         let until = tokio::time::sleep_until((tokio::time::Instant::now() + hold).min(deadline));
@@ -574,8 +577,7 @@ async fn resume(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram
     let peak = watch_peak(args.hub_pid, stop_rx.clone());
     let started = Instant::now();
     let (clients, failed) = connect_all(args, args.clients, 0, None, Some("0-0")).await;
-    let expected: u64 =
-        clients.iter().map(|(channel, _)| per_channel[*channel].min(args.history_max_events)).sum();
+    let expected: u64 = clients.iter().map(|(channel, _)| per_channel[*channel].min(args.history_max_events)).sum();
     let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let readers = spawn_readers(clients, args.channels, stop_rx, Arc::clone(&delivered));
     // Bounded: at most 120 s for the replay, checked every 10 ms.
