@@ -7,8 +7,9 @@
 //! 1. the subscription is already registered as *recovering*, so live events are kept for it;
 //! 2. wait until the source delivers the channel (Redis confirmed the SUBSCRIBE), so every
 //!    event published from now on is either in what history returns or in what is kept;
-//! 3. read history in pages of [`PAGE_SIZE`] after the id, each page only once the client's
-//!    queue has room (a huge backlog costs one page of memory and never overflows the queue),
+//! 3. read history in pages of [`PAGE_SIZE`] after the id, each event queued only once the
+//!    client's queue has room (at most [`REPLAY_QUEUE_BYTES`] of replay queued; a huge backlog
+//!    costs one page of memory and never overflows the queue),
 //!    at most [`MAX_CONCURRENT_READS`] reads per pod at once;
 //! 4. finish: the kept live events newer than the replay, the `recovered` notice, then live.
 //!    If more live events arrived than the queue cap allows, they were dropped and step 3
@@ -37,6 +38,9 @@ pub const MAX_ROUNDS: u32 = 8;
 const RETRY: Duration = Duration::from_millis(500);
 /// Longest single wait before re-checking whether the connection is still open.
 const RECHECK: Duration = Duration::from_secs(1);
+/// Replayed bytes a client's queue may hold at once (at most half its cap): enough to keep its
+/// socket busy, small enough that 1000 clients resuming together queue ~32 MiB, not the budget.
+pub const REPLAY_QUEUE_BYTES: usize = 32 << 10;
 
 pub const TRUNCATED: &str = "history truncated";
 pub const EXPIRED: &str = "history expired";
@@ -180,10 +184,11 @@ fn check_open(session: &Session) -> Result<(), Abandoned> {
     }
 }
 
-/// Waits until the client's queue can take `len` more bytes of replay: replay may fill half the
-/// queue, so live events of its other channels still fit.
+/// Waits until the client's queue can take `len` more bytes of replay: replay may fill
+/// [`REPLAY_QUEUE_BYTES`] and at most half the queue, so live events of its other channels
+/// still fit.
 async fn wait_for_room(session: &Session, len: usize) -> Result<(), Abandoned> {
-    let half = session.outbound.cap() / 2;
+    let half = (session.outbound.cap() / 2).min(REPLAY_QUEUE_BYTES);
     loop {
         let drained = session.outbound.drained();
         tokio::pin!(drained);
