@@ -145,6 +145,9 @@ pub struct Outbound {
     /// Woken (all waiters) when the writer drains the queue, and on close: a history replay
     /// waits on it to pace itself by what the client takes.
     drained: Notify,
+    /// Replays waiting on `drained`; the writer wakes them only when there are any, so a
+    /// connection that is not resuming pays one atomic load per flush, not a lock.
+    room_waiters: std::sync::atomic::AtomicUsize,
     cap: usize,
     /// The global `queued_bytes` gauge, shared with every other queue.
     queued_bytes: Gauge,
@@ -164,6 +167,7 @@ impl Outbound {
             frames_ready: Notify::new(),
             closing: Notify::new(),
             drained: Notify::new(),
+            room_waiters: std::sync::atomic::AtomicUsize::new(0),
             cap,
             queued_bytes,
         }
@@ -253,7 +257,9 @@ impl Outbound {
         drop(state);
         if bytes > 0 {
             self.queued_bytes.dec_by(bytes as i64);
-            self.drained.notify_waiters();
+            if self.room_waiters.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                self.drained.notify_waiters();
+            }
         }
         Drained { bytes, close }
     }
@@ -273,10 +279,26 @@ impl Outbound {
         self.cap
     }
 
-    /// A future that resolves when the writer next takes frames out of the queue, or on close.
-    /// Enable it (`Notified::enable`) before checking [`Outbound::queued`], so no wake-up is lost.
-    pub fn drained(&self) -> tokio::sync::futures::Notified<'_> {
-        self.drained.notified()
+    /// Waits until `has_room` holds for the bytes queued, checking again each time the writer
+    /// takes frames out, or until `limit` passed or the connection is closing. Returns whether
+    /// there is room.
+    pub async fn wait_for_room(&self, has_room: impl Fn(usize) -> bool, limit: std::time::Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        let drained = self.drained.notified();
+        tokio::pin!(drained);
+        drained.as_mut().enable();
+        // Registered before looking, so a drain between the look and the wait still wakes us.
+        let room = {
+            let state = self.lock();
+            state.close.is_none() && has_room(state.bytes)
+        };
+        if !room && self.close_reason().is_none() {
+            let _ = tokio::time::timeout(limit, drained).await;
+        }
+        self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+        let state = self.lock();
+        state.close.is_none() && has_room(state.bytes)
     }
 
     /// Bytes queued now.

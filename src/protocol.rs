@@ -18,9 +18,10 @@ pub const MAX_CLIENT_MESSAGE: usize = 4096;
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_NAME: usize = 128;
 
-/// A validated channel name: 1–128 bytes of `[A-Za-z0-9_.:-]`.
+/// A validated channel name: 1–128 bytes of `[A-Za-z0-9_.:-]`. Shared, not copied, when
+/// cloned (every published event carries its channel's name).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelName(Box<str>);
+pub struct ChannelName(std::sync::Arc<str>);
 
 /// Why a channel name was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -190,14 +190,9 @@ fn check_open(session: &Session) -> Result<(), Abandoned> {
 async fn wait_for_room(session: &Session, len: usize) -> Result<(), Abandoned> {
     let half = (session.outbound.cap() / 2).min(REPLAY_QUEUE_BYTES);
     loop {
-        let drained = session.outbound.drained();
-        tokio::pin!(drained);
-        drained.as_mut().enable();
         check_open(session)?;
-        let queued = session.outbound.queued();
-        if queued == 0 || queued + len <= half {
+        if session.outbound.wait_for_room(|queued| queued == 0 || queued + len <= half, RECHECK).await {
             return Ok(());
         }
-        let _ = tokio::time::timeout(RECHECK, drained).await;
     }
 }
