@@ -182,7 +182,7 @@ fn conflate(c: &mut Criterion) {
                 next()
             },
             |event| black_box(queue.push(&event)),
-            criterion::BatchSize::SmallInput,
+            criterion::BatchSize::PerIteration,
         )
     });
     group.finish();
