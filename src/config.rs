@@ -47,6 +47,20 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "MT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Channel patterns whose slow consumers keep only the newest event instead of being closed.
+    #[arg(long, env = "MT_CONFLATE_CHANNELS", default_value = "")]
+    pub conflate_channels: String,
+    /// Reserved for a GitHub event source; accepted so the chart can pass it.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, hide = true)]
+    pub github_token: Option<String>,
+}
+
+/// Which channels keep history and how much: flags of `serve` and of `publish` (which must
+/// publish the way the hubs are configured).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
     /// Channel patterns whose events are kept for resume (comma-separated, `*` = any run of
     /// characters); empty = none.
     #[arg(long, env = "MT_HISTORY_CHANNELS", default_value = "*")]
@@ -57,12 +71,6 @@ pub struct ServeArgs {
     /// Events older than this many seconds are trimmed from history.
     #[arg(long, env = "MT_HISTORY_MAX_AGE_SECONDS", default_value = "3600")]
     pub history_max_age_seconds: String,
-    /// Channel patterns whose slow consumers keep only the newest event instead of being closed.
-    #[arg(long, env = "MT_CONFLATE_CHANNELS", default_value = "")]
-    pub conflate_channels: String,
-    /// Reserved for a GitHub event source; accepted so the chart can pass it.
-    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, hide = true)]
-    pub github_token: Option<String>,
 }
 
 /// Log output format.
@@ -193,12 +201,7 @@ impl Config {
             other => return Err(invalid("MT_LOG_FORMAT", format!("expected text or json, got {other:?}"))),
         };
 
-        let policies = policies_from(
-            &args.history_channels,
-            &args.history_max_events,
-            &args.history_max_age_seconds,
-            &args.conflate_channels,
-        )?;
+        let policies = policies_from(&args.history, &args.conflate_channels)?;
 
         Ok(Self {
             listen,
@@ -216,15 +219,10 @@ impl Config {
 }
 
 /// The history and conflation settings (shared by `serve` and `publish`).
-pub fn policies_from(
-    history_channels: &str,
-    max_events: &str,
-    max_age_seconds: &str,
-    conflate_channels: &str,
-) -> Result<ChannelPolicies, ConfigError> {
-    let history = ChannelPatterns::parse(history_channels).map_err(|e| invalid("MT_HISTORY_CHANNELS", e))?;
-    let max_events = positive_integer("MT_HISTORY_MAX_EVENTS", max_events)?;
-    let max_age = Duration::from_secs(positive_integer("MT_HISTORY_MAX_AGE_SECONDS", max_age_seconds)?);
+pub fn policies_from(args: &HistoryArgs, conflate_channels: &str) -> Result<ChannelPolicies, ConfigError> {
+    let history = ChannelPatterns::parse(&args.history_channels).map_err(|e| invalid("MT_HISTORY_CHANNELS", e))?;
+    let max_events = positive_integer("MT_HISTORY_MAX_EVENTS", &args.history_max_events)?;
+    let max_age = Duration::from_secs(positive_integer("MT_HISTORY_MAX_AGE_SECONDS", &args.history_max_age_seconds)?);
     let conflate = ChannelPatterns::parse(conflate_channels).map_err(|e| invalid("MT_CONFLATE_CHANNELS", e))?;
     Ok(ChannelPolicies { history, limits: HistoryLimits { max_events, max_age }, conflate })
 }

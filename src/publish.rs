@@ -35,15 +35,9 @@ pub struct PublishArgs {
     /// Bearer token for the admin publish endpoint.
     #[arg(long, env = "MT_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
-    /// Channel patterns whose events are kept (as the hubs are configured).
-    #[arg(long, env = "MT_HISTORY_CHANNELS", default_value = "*")]
-    pub history_channels: String,
-    /// Events kept per channel.
-    #[arg(long, env = "MT_HISTORY_MAX_EVENTS", default_value = "1000")]
-    pub history_max_events: String,
-    /// Events older than this many seconds are trimmed.
-    #[arg(long, env = "MT_HISTORY_MAX_AGE_SECONDS", default_value = "3600")]
-    pub history_max_age_seconds: String,
+    /// Which channels keep history (as the hubs are configured).
+    #[command(flatten)]
+    pub history: crate::config::HistoryArgs,
 }
 
 /// Why a publish failed.
@@ -72,12 +66,7 @@ pub enum PublishCliError {
 /// Publishes one event; returns the line to print (with the event's id when history keeps it).
 pub async fn run(args: PublishArgs) -> Result<String, PublishCliError> {
     let channel = ChannelName::new(&args.channel)?;
-    let policies = crate::config::policies_from(
-        &args.history_channels,
-        &args.history_max_events,
-        &args.history_max_age_seconds,
-        "",
-    )?;
+    let policies = crate::config::policies_from(&args.history, "")?;
     let work = async {
         match args.redis_url.as_deref().filter(|u| !u.trim().is_empty()) {
             Some(url) => {

@@ -880,3 +880,44 @@ async fn publish_script_trims_by_count_and_age_and_records_it() {
     let ttl: i64 = redis.pttl("mt:age").await.unwrap();
     assert!((0..=2).contains(&ttl), "the stream expires with its age limit: {ttl}");
 }
+
+/// `mt-stream publish` with `REDIS_URL` publishes with history: it prints the event's id, a
+/// live client gets the event with that id, and a client resuming from before it gets it
+/// replayed; a channel outside `MT_HISTORY_CHANNELS` gets a plain PUBLISH (no id printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_cli_keeps_history_through_redis() {
+    let redis = RedisProcess::start();
+    let hub = HubProcess::start(&[("REDIS_URL", &redis.url())]);
+    let redis_client = redis.client().await;
+    let mut live = hub.subscriber(&["cli"]).await;
+    settle(Some(&redis_client), "cli").await;
+    let cli = |channel: &str, data: &str, history_channels: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mt-stream"))
+            .args(["publish", channel, data])
+            .env("REDIS_URL", redis.url())
+            .env("MT_HISTORY_CHANNELS", history_channels)
+            .output()
+            .expect("mt-stream publish runs")
+    };
+    let first = cli("cli", r#"{"n":0}"#, "*");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let second = cli("cli", r#"{"n":1}"#, "*");
+    let printed = String::from_utf8_lossy(&second.stdout).trim().to_owned();
+    let id = printed.strip_prefix("published ").unwrap_or_else(|| panic!("prints the id: {printed}"));
+    parse_id(id);
+    let first_event = next_json(&mut live).await;
+    let second_event = next_json(&mut live).await;
+    assert_eq!((second_event["data"]["n"].as_u64(), second_event["id"].as_str()), (Some(1), Some(id)));
+
+    let mut resumed = connect_since(hub.public, "cli", first_event["id"].as_str().unwrap()).await;
+    let messages = recv_until(&mut resumed, 10, |m| m["op"] == "recovered").await;
+    let (events, notice) = events_then_notice(messages);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["id"].as_str(), Some(id));
+    assert_recovered(&notice, "cli", first_event["id"].as_str().unwrap(), 1, None);
+
+    let plain = cli("cli", r#"{"n":2}"#, "other.*");
+    let printed = String::from_utf8_lossy(&plain.stdout);
+    assert!(printed.contains("published to redis"), "not kept, so no id: {printed}");
+    assert_eq!(next_json(&mut live).await["data"]["n"], 2);
+}
