@@ -332,6 +332,15 @@ impl Hub {
         Finish::Live { handed_over }
     }
 
+    /// True while `session` has a resume of `channel` under way (not unsubscribed, not done).
+    pub fn is_recovering(&self, session: SessionId, channel: &ChannelName) -> bool {
+        let Some(channel_state) = self.channels.get(channel).map(|entry| Arc::clone(entry.value())) else {
+            return false;
+        };
+        let inner = lock(&channel_state.inner);
+        inner.recovering.iter().any(|r| r.session.id == session)
+    }
+
     /// Marks channels live: the source now delivers their events (Redis SUBSCRIBE confirmed).
     pub fn mark_live(&self, channels: &[ChannelName]) {
         for channel in channels {

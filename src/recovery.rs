@@ -86,6 +86,9 @@ impl Recovery {
         for _round in 0..MAX_ROUNDS {
             while !hub.wait_live(channel, RECHECK).await {
                 check_open(session)?;
+                if !hub.is_recovering(session.id, channel) {
+                    return Ok(()); // unsubscribed meanwhile
+                }
             }
             loop {
                 let read = self.read(hub, session, channel, cursor).await?;
