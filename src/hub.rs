@@ -87,7 +87,24 @@ struct ChannelInner {
     subscribers: Vec<Arc<Session>>,
     /// Subscriptions replaying history; they get live events only through their buffer.
     recovering: Vec<Recovering>,
+    /// Set while the whole channel catches up on what the source missed during a reconnect:
+    /// live events wait here until history up to them has been fanned out.
+    catch_up: Option<CatchUp>,
 }
+
+/// A channel catching up from history after its source reconnected (see [`Hub::begin_catch_up`]).
+#[derive(Default)]
+struct CatchUp {
+    buffer: Vec<(Option<EventId>, Arc<Event>)>,
+    bytes: usize,
+    overflowed: bool,
+    /// The replay got ahead of live delivery: live events up to this id were fanned out from
+    /// history already and are skipped.
+    live_after: Option<EventId>,
+}
+
+/// Most live bytes a catching-up channel holds back before it reads history further instead.
+const CATCH_UP_BUFFER: usize = 4 << 20;
 
 /// A subscription replaying history, and the live events that arrived meanwhile.
 struct Recovering {
@@ -432,20 +449,58 @@ impl Hub {
         let channel_state = Arc::clone(entry.value());
         drop(entry);
         let inner = &mut *lock(&channel_state.inner);
-        let id = id.unwrap_or_else(|| EventId::next_after(inner.last_id, event_id::now_ms()));
-        inner.last_id = inner.last_id.max(id);
+        let assigned = id.unwrap_or_else(|| EventId::next_after(inner.last_id, event_id::now_ms()));
+        if let Some(catch_up) = &mut inner.catch_up {
+            match catch_up.live_after {
+                // Fanned out from history already.
+                Some(after) if id.is_some_and(|id| id <= after) => return 0,
+                Some(_) => inner.catch_up = None,
+                None => {
+                    if !catch_up.overflowed {
+                        let event = self.event(channel, &channel_state, assigned, payload, received_at);
+                        catch_up.bytes += event.frame.len();
+                        if catch_up.bytes > CATCH_UP_BUFFER {
+                            *catch_up = CatchUp { overflowed: true, ..CatchUp::default() };
+                        } else {
+                            catch_up.buffer.push((id, event));
+                        }
+                    }
+                    inner.last_id = inner.last_id.max(assigned);
+                    return 0;
+                }
+            }
+        }
+        inner.last_id = inner.last_id.max(assigned);
+        let event = self.event(channel, &channel_state, assigned, payload, received_at);
+        self.fan_out(inner, &event)
+    }
+
+    /// The shared, framed event.
+    fn event(
+        &self,
+        channel: &ChannelName,
+        channel_state: &Channel,
+        id: EventId,
+        payload: &[u8],
+        received_at: Instant,
+    ) -> Arc<Event> {
         let mut id_text = [0u8; event_id::MAX_ID_LEN];
         let frame = protocol::encode_event(channel, id.write(&mut id_text), payload);
-        let event = Event::delivery(frame, received_at, channel.clone(), id, channel_state.conflate);
+        Event::delivery(frame, received_at, channel.clone(), id, channel_state.conflate)
+    }
+
+    /// Pushes an event to every live subscriber and keeps it for the recovering ones.
+    fn fan_out(&self, inner: &mut ChannelInner, event: &Arc<Event>) -> usize {
+        let id = event.delivery_id().map(|(_, id)| id).unwrap_or_default();
         let mut queued = 0;
         for session in &inner.subscribers {
-            queued += self.push(session, &event) as usize;
+            queued += self.push(session, event) as usize;
         }
         let mut went_live = Vec::new();
         for (at, recovering) in inner.recovering.iter_mut().enumerate() {
             if let Some(after) = recovering.live_after {
                 if id > after {
-                    queued += self.push(&recovering.session, &event) as usize;
+                    queued += self.push(&recovering.session, event) as usize;
                     went_live.push(at);
                 }
                 continue;
@@ -459,7 +514,7 @@ impl Hub {
                 recovering.bytes = 0;
                 recovering.overflowed = true;
             } else {
-                recovering.buffer.push(Arc::clone(&event));
+                recovering.buffer.push(Arc::clone(event));
             }
         }
         for at in went_live.into_iter().rev() {
@@ -467,6 +522,72 @@ impl Hub {
             inner.subscribers.push(recovering.session);
         }
         queued
+    }
+
+    /// Starts a catch-up of `channel` after its source reconnected: from now on its live events
+    /// are held back. Returns the id to read history after (the newest this hub has seen), or
+    /// `None` when there is nothing to catch up (no history kept, nothing seen yet, or a
+    /// catch-up already under way).
+    pub fn begin_catch_up(&self, channel: &ChannelName) -> Option<EventId> {
+        if !self.policies.keeps_history(channel) {
+            return None;
+        }
+        let channel_state = self.channels.get(channel).map(|entry| Arc::clone(entry.value()))?;
+        let mut inner = lock(&channel_state.inner);
+        if inner.catch_up.is_some() || inner.last_id == EventId::default() {
+            return None;
+        }
+        inner.catch_up = Some(CatchUp::default());
+        Some(inner.last_id)
+    }
+
+    /// Fans out one event read from history during a catch-up.
+    pub fn fan_out_caught_up(&self, channel: &ChannelName, id: EventId, payload: &[u8]) {
+        let Some(channel_state) = self.channels.get(channel).map(|entry| Arc::clone(entry.value())) else { return };
+        let inner = &mut *lock(&channel_state.inner);
+        inner.last_id = inner.last_id.max(id);
+        let event = self.event(channel, &channel_state, id, payload, Instant::now());
+        self.fan_out(inner, &event);
+    }
+
+    /// Ends a catch-up whose replay reached `replayed_to`, under the channel's lock: the held
+    /// live events newer than the replay are fanned out and the channel is live again, or, if
+    /// history is ahead of live delivery, live events up to `replayed_to` will be skipped.
+    pub fn finish_catch_up(&self, channel: &ChannelName, replayed_to: EventId) -> Finish {
+        let Some(channel_state) = self.channels.get(channel).map(|entry| Arc::clone(entry.value())) else {
+            return Finish::Gone;
+        };
+        let inner = &mut *lock(&channel_state.inner);
+        let Some(catch_up) = inner.catch_up.take() else { return Finish::Gone };
+        if catch_up.overflowed {
+            inner.catch_up = Some(CatchUp::default());
+            return Finish::ReadMore;
+        }
+        let mut handed_over = 0;
+        let mut newest_held = None;
+        for (id, event) in &catch_up.buffer {
+            // Events without a history id were never in history: they go out as they came.
+            if id.is_none_or(|id| id > replayed_to) {
+                self.fan_out(inner, event);
+                handed_over += 1;
+            }
+            newest_held = newest_held.max(*id);
+        }
+        if newest_held.is_none_or(|newest| newest < replayed_to) {
+            inner.catch_up = Some(CatchUp { live_after: Some(replayed_to), ..CatchUp::default() });
+        }
+        Finish::Live { handed_over }
+    }
+
+    /// Abandons a catch-up that could not finish; held events go out as they are.
+    pub fn abandon_catch_up(&self, channel: &ChannelName) {
+        let Some(channel_state) = self.channels.get(channel).map(|entry| Arc::clone(entry.value())) else { return };
+        let inner = &mut *lock(&channel_state.inner);
+        if let Some(catch_up) = inner.catch_up.take() {
+            for (_, event) in &catch_up.buffer {
+                self.fan_out(inner, event);
+            }
+        }
     }
 
     /// Queues an event for one connection; returns whether it was queued.
@@ -604,6 +725,37 @@ mod tests {
         );
         hub.unsubscribe(&b, &[name("y")]);
         assert!(!hub.has_subscribers(&name("y")));
+    }
+
+    /// A channel catching up holds live events back, fans out history first, then hands over
+    /// the held events newer than the replay; a replay ahead of live skips the live copies.
+    #[test]
+    fn catch_up_keeps_order_without_duplicates() {
+        let (hub, _) = hub();
+        let a = hub.open_session();
+        hub.subscribe(&a, &[name("x")], &[]).unwrap();
+        hub.publish(&name("x"), Some(EventId::new(1, 0)), b"1", Instant::now());
+        assert_eq!(drained_ids(&a), ["1-0"]);
+        assert_eq!(hub.begin_catch_up(&name("x")), Some(EventId::new(1, 0)));
+        assert_eq!(hub.begin_catch_up(&name("x")), None, "one catch-up at a time");
+        hub.publish(&name("x"), Some(EventId::new(4, 0)), b"1", Instant::now());
+        assert!(drained_ids(&a).is_empty(), "live events wait during the catch-up");
+        for ms in 2..=3 {
+            hub.fan_out_caught_up(&name("x"), EventId::new(ms, 0), b"1");
+        }
+        assert_eq!(hub.finish_catch_up(&name("x"), EventId::new(3, 0)), Finish::Live { handed_over: 1 });
+        assert_eq!(drained_ids(&a), ["2-0", "3-0", "4-0"]);
+
+        // History ahead of live: 5-0 and 6-0 came from history before their live copies.
+        hub.begin_catch_up(&name("x")).unwrap();
+        for ms in 5..=6 {
+            hub.fan_out_caught_up(&name("x"), EventId::new(ms, 0), b"1");
+        }
+        assert_eq!(hub.finish_catch_up(&name("x"), EventId::new(6, 0)), Finish::Live { handed_over: 0 });
+        for ms in 5..=7 {
+            hub.publish(&name("x"), Some(EventId::new(ms, 0)), b"1", Instant::now());
+        }
+        assert_eq!(drained_ids(&a), ["5-0", "6-0", "7-0"]);
     }
 
     /// The source hears of a channel's first subscriber and of its last one leaving.

@@ -170,6 +170,67 @@ impl Recovery {
     }
 }
 
+/// Catches up channels whose source reconnected ([`Hub::begin_catch_up`] already holds their
+/// live events back): fans out, in order, what history has after each channel's last seen id,
+/// then lets the channel go live with no gap and no duplicate. Gives a channel up (its held
+/// events go out as they are) after [`MAX_ROUNDS`] rounds or when history stays unreadable
+/// for [`MAX_CATCH_UP_ATTEMPTS`] attempts.
+pub async fn catch_up(history: History, hub: Arc<Hub>, channels: Vec<(ChannelName, EventId)>) {
+    for (channel, from) in channels {
+        let replayed = catch_up_channel(&history, &hub, &channel, from).await;
+        match replayed {
+            Some(events) => tracing::info!(%channel, events, "caught up after the source reconnected"),
+            None => {
+                hub.abandon_catch_up(&channel);
+                tracing::warn!(%channel, "could not catch up after the source reconnected; events may be missing");
+            }
+        }
+    }
+}
+
+/// Reads of history a catch-up tries before giving up (0.5 s apart).
+pub const MAX_CATCH_UP_ATTEMPTS: u32 = 20;
+
+/// One channel's catch-up; `None` when it had to give up.
+async fn catch_up_channel(history: &History, hub: &Hub, channel: &ChannelName, from: EventId) -> Option<u64> {
+    let mut cursor = from;
+    let mut replayed = 0u64;
+    let mut failures = 0;
+    for _round in 0..MAX_ROUNDS {
+        loop {
+            let page = match history.read_after(channel, cursor, PAGE_SIZE).await {
+                Ok(Read::Page(page)) => page,
+                Ok(Read::NoStream) => break,
+                Err(error) => {
+                    hub.metrics.history_errors.inc();
+                    failures += 1;
+                    if failures >= MAX_CATCH_UP_ATTEMPTS {
+                        return None;
+                    }
+                    tracing::warn!(%error, %channel, "history read for a catch-up failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let full = page.entries.len() == PAGE_SIZE;
+            hub.metrics.history_replayed.inc_by(page.entries.len() as u64);
+            for (id, payload) in page.entries {
+                hub.fan_out_caught_up(channel, id, &payload);
+                cursor = id;
+                replayed += 1;
+            }
+            if !full {
+                break;
+            }
+        }
+        match hub.finish_catch_up(channel, cursor) {
+            Finish::Live { .. } | Finish::Gone => return Some(replayed),
+            Finish::ReadMore => {}
+        }
+    }
+    None
+}
+
 /// The `outcome` label of a `recovered: false` reason.
 pub fn outcome_label(reason: &'static str) -> &'static str {
     match reason {

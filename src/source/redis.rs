@@ -9,7 +9,9 @@
 //!   (re)connect, subscribes everything the hub wants again. fred completes a SUBSCRIBE when it
 //!   is written, not when Redis has run it, so a PING on the same connection follows each one:
 //!   its answer proves the subscription is in place, and only then are the channels marked live
-//!   (a resume reads history only from then on; see `crate::recovery`);
+//!   (a resume reads history only from then on; see `crate::recovery`). After a *re*connect,
+//!   kept channels first catch up from history on what was published while the subscription
+//!   was down (`recovery::catch_up`), so live clients lose nothing to a Redis blip either;
 //! - the **canary** publishes a private event every [`CANARY_INTERVAL`]. The subscription is only
 //!   trusted while events (canaries included) keep arriving: after [`CANARY_STALL`] without one,
 //!   readiness fails with "subscription silent" and the subscriber is forced to reconnect. This
@@ -28,6 +30,7 @@ use crate::event_id::EventId;
 use crate::history::{self, History};
 use crate::hub::Hub;
 use crate::protocol::{ChannelName, ChannelPrefix};
+use crate::recovery;
 use crate::shutdown::Shutdown;
 
 /// How often the hub publishes its canary.
@@ -100,6 +103,7 @@ impl RedisSource {
             interest,
             reconnects,
             Arc::clone(&last_event),
+            History::Redis { client: publisher.clone(), prefix: prefix.clone() },
             shutdown.clone(),
         ));
         shutdown.spawn(canary(
@@ -229,6 +233,7 @@ async fn subscriptions(
     mut interest: mpsc::UnboundedReceiver<ChannelName>,
     mut reconnects: broadcast::Receiver<fred::types::config::Server>,
     last_event: Arc<LastEvent>,
+    history: History,
     shutdown: Shutdown,
 ) {
     let mut first_connect = true;
@@ -240,19 +245,35 @@ async fn subscriptions(
                 if matches!(reconnect, Err(broadcast::error::RecvError::Closed)) {
                     return;
                 }
-                if !first_connect {
+                let reconnected = !first_connect;
+                if reconnected {
                     hub.metrics.source_reconnects.inc();
                 }
                 first_connect = false;
                 last_event.forget();
                 hub.mark_all_not_live();
                 let wanted = hub.channel_names();
+                // Kept channels hold their live events back from now on, until what was
+                // published while the subscription was down has been read from history.
+                let catching_up: Vec<(ChannelName, EventId)> = if reconnected {
+                    wanted.iter().filter_map(|c| hub.begin_catch_up(c).map(|from| (c.clone(), from))).collect()
+                } else {
+                    Vec::new()
+                };
                 let mut channels: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
                 channels.push(canary_channel.clone());
-                tracing::info!(channels = channels.len(), "redis connected; subscribing");
+                tracing::info!(channels = channels.len(), catching_up = catching_up.len(), "redis connected; subscribing");
                 match subscribe_and_confirm(&subscriber, channels).await {
-                    Ok(()) => hub.mark_live(&wanted),
+                    Ok(()) => {
+                        hub.mark_live(&wanted);
+                        if !catching_up.is_empty() {
+                            shutdown.spawn(recovery::catch_up(history.clone(), Arc::clone(&hub), catching_up));
+                        }
+                    }
                     Err(error) => {
+                        for (channel, _) in &catching_up {
+                            hub.abandon_catch_up(channel);
+                        }
                         tracing::warn!(%error, "resubscribe failed; forcing a reconnect");
                         let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
                     }
