@@ -12,7 +12,9 @@
 //! live subscribers and the channel's live events are kept for it (bounded) while
 //! `crate::recovery` replays history; [`Hub::finish_recovery`] then, under the channel's lock,
 //! hands over the kept events newer than the replay and makes the subscription live, so no
-//! event falls between history and live, and none comes twice.
+//! event falls between history and live, and none comes twice. A whole channel does the same
+//! after its source reconnects ([`Hub::begin_catch_up`]): its live events wait while what was
+//! missed is fanned out from history.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -10,8 +10,13 @@
 //!
 //! **The rule:** the connection ends when its outbound queue is marked closed (by the reader,
 //! a slow-consumer push, the heartbeat, or the drain). The writer then finishes the frame it
-//! was in the middle of, writes the close frame (bounded by [`CLOSE_WRITE_TIMEOUT`]), shuts the
-//! socket, gives the reader [`CLOSE_READ_GRACE`] to see the peer's answer, and cleans up.
+//! was in the middle of, for a drain or slow-consumer close sends the `closing` notice with the
+//! last event id it wrote per channel, writes the close frame (all bounded by
+//! [`CLOSE_WRITE_TIMEOUT`]), shuts the socket, gives the reader [`CLOSE_READ_GRACE`] to see the
+//! peer's answer, and cleans up.
+//!
+//! A `subscribe` with `since` (or `?since=`) starts a resume task (`crate::recovery`) for the
+//! channels that keep history; the others are answered at once with `recovered: false`.
 
 use std::io::IoSlice;
 use std::sync::Arc;
