@@ -20,7 +20,7 @@ pub struct ServeArgs {
     /// Internal listener: probes, metrics, publish. Never exposed by the ingress.
     #[arg(long, env = "MT_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: String,
-    /// Redis to subscribe to (redis://[:password@]host:port[/db]); unset = embedded broker.
+    /// Redis to subscribe to (`redis://[:password@]host:port[/db]`); unset = embedded broker.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Prefix of the Redis channels (and stream keys) this hub reads.

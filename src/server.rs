@@ -3,7 +3,7 @@
 //! Admission happens here, the last point where HTTP metadata is visible: drain state, the
 //! `Origin` allow-list, the `channels` query, and the connection cap, all answered with a
 //! plain HTTP status before any WebSocket exists. An admitted upgrade becomes a tracked
-//! [`session`](crate::session) on the raw TCP stream.
+//! [`session`] on the raw TCP stream.
 
 use std::convert::Infallible;
 use std::future::Future;

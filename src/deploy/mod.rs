@@ -42,11 +42,11 @@ pub struct DeployArgs {
     #[arg(long, value_enum)]
     pub env: Environment,
 
-    /// Helm release name (the `app.kubernetes.io/instance` label) [default: monkeytown-<env>].
+    /// Helm release name (the `app.kubernetes.io/instance` label) (default: `monkeytown-<env>`).
     #[arg(long)]
     pub release: Option<String>,
 
-    /// Namespace to apply into [default: monkeytown-<env>].
+    /// Namespace to apply into (default: `monkeytown-<env>`).
     #[arg(long)]
     pub namespace: Option<String>,
 
