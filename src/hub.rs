@@ -90,36 +90,93 @@ struct ChannelInner {
     /// Subscriptions replaying history; they get live events only through their buffer.
     recovering: Vec<Recovering>,
     /// Set while the whole channel catches up on what the source missed during a reconnect:
-    /// live events wait here until history up to them has been fanned out.
-    catch_up: Option<CatchUp>,
-}
-
-/// A channel catching up from history after its source reconnected (see [`Hub::begin_catch_up`]).
-#[derive(Default)]
-struct CatchUp {
-    buffer: Vec<(Option<EventId>, Arc<Event>)>,
-    bytes: usize,
-    overflowed: bool,
-    /// The replay got ahead of live delivery: live events up to this id were fanned out from
-    /// history already and are skipped.
-    live_after: Option<EventId>,
+    /// its live events are held here until history up to them has been fanned out.
+    catch_up: Option<Seam>,
 }
 
 /// Most live bytes a catching-up channel holds back before it reads history further instead.
 const CATCH_UP_BUFFER: usize = 4 << 20;
 
-/// A subscription replaying history, and the live events that arrived meanwhile.
+/// A subscription replaying history, and the live events held for it meanwhile.
 struct Recovering {
     session: Arc<Session>,
-    buffer: Vec<Arc<Event>>,
+    seam: Seam,
+}
+
+/// The seam between a history replay and live delivery, for one subscription (resume) or a
+/// whole channel (catch-up): live events are held while history is replayed, then those newer
+/// than the replay are handed over. History can also be *ahead* of live delivery (an event in
+/// the stream whose live message has not reached this hub yet); then live events up to the
+/// replay's last id are skipped until the first newer one.
+#[derive(Default)]
+struct Seam {
+    /// Live events held back, with their history id (`None`: never in history).
+    held: Vec<(Option<EventId>, Arc<Event>)>,
     bytes: usize,
-    /// The buffer outgrew the connection's queue cap and was dropped; the replay must read
-    /// history further before the subscription can go live.
+    /// More was held than allowed and all of it dropped: history has it, read further.
     overflowed: bool,
-    /// Set when the replay got ahead of live delivery (history had events whose live message
-    /// had not reached this hub yet): live events up to this id were replayed already and are
-    /// skipped; the first newer one makes the subscription live.
+    /// The replay ended ahead of live delivery at this id.
     live_after: Option<EventId>,
+}
+
+/// What a live event means to a [`Seam`].
+#[derive(Debug, PartialEq, Eq)]
+enum LiveEvent {
+    /// The replay is still running: hold it.
+    Hold,
+    /// Replayed already: drop it.
+    Skip,
+    /// Past the replay: deliver it, and from now on everything.
+    GoLive,
+}
+
+/// How a replay ends at a [`Seam`].
+struct SeamEnd {
+    /// Held events newer than the replay, in order, to deliver now.
+    hand_over: Vec<(Option<EventId>, Arc<Event>)>,
+    /// Whether later live events need no check (else the seam waits with `live_after`).
+    live: bool,
+}
+
+impl Seam {
+    fn on_live(&self, id: Option<EventId>) -> LiveEvent {
+        match self.live_after {
+            None => LiveEvent::Hold,
+            Some(after) if id.is_some_and(|id| id <= after) => LiveEvent::Skip,
+            Some(_) => LiveEvent::GoLive,
+        }
+    }
+
+    /// Holds a live event; past `cap` bytes everything held is dropped (history has it).
+    fn hold(&mut self, id: Option<EventId>, event: &Arc<Event>, cap: usize) {
+        if self.overflowed {
+            return;
+        }
+        self.bytes += event.frame.len();
+        if self.bytes > cap {
+            *self = Seam { overflowed: true, ..Seam::default() };
+        } else {
+            self.held.push((id, Arc::clone(event)));
+        }
+    }
+
+    /// Ends a replay that reached `replayed_to`; `None` when held events were dropped and
+    /// history must be read further first.
+    fn finish(&mut self, replayed_to: EventId) -> Option<SeamEnd> {
+        if std::mem::take(&mut self.overflowed) {
+            return None;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.bytes = 0;
+        let newest_held = held.iter().filter_map(|(id, _)| *id).max();
+        // Events without a history id were never in history: they go out as they came.
+        let hand_over: Vec<_> = held.into_iter().filter(|(id, _)| id.is_none_or(|id| id > replayed_to)).collect();
+        let live = newest_held.is_some_and(|newest| newest >= replayed_to);
+        if !live {
+            self.live_after = Some(replayed_to);
+        }
+        Some(SeamEnd { hand_over, live })
+    }
 }
 
 /// How [`Hub::finish_recovery`] ended.
@@ -190,6 +247,11 @@ impl Hub {
 
     pub fn policies(&self) -> &ChannelPolicies {
         &self.policies
+    }
+
+    /// A channel's state, without holding the registry's shard lock.
+    fn channel(&self, channel: &ChannelName) -> Option<Arc<Channel>> {
+        self.channels.get(channel).map(|entry| Arc::clone(entry.value()))
     }
 
     /// Takes a connection slot, or `None` at the cap.
@@ -283,13 +345,7 @@ impl Hub {
                 let mut inner = lock(&entry.inner);
                 let first = inner.subscribers.is_empty() && inner.recovering.is_empty();
                 if resume.contains(channel) {
-                    inner.recovering.push(Recovering {
-                        session: Arc::clone(session),
-                        buffer: Vec::new(),
-                        bytes: 0,
-                        overflowed: false,
-                        live_after: None,
-                    });
+                    inner.recovering.push(Recovering { session: Arc::clone(session), seam: Seam::default() });
                     recovering.push(channel.clone());
                 } else {
                     inner.subscribers.push(Arc::clone(session));
@@ -318,44 +374,27 @@ impl Hub {
         replayed_to: EventId,
         notice: impl FnOnce(u64) -> Bytes,
     ) -> Finish {
-        let Some(entry) = self.channels.get(channel) else { return Finish::Gone };
-        let channel_state = Arc::clone(entry.value());
-        drop(entry);
-        let mut inner = lock(&channel_state.inner);
+        let Some(channel_state) = self.channel(channel) else { return Finish::Gone };
+        let inner = &mut *lock(&channel_state.inner);
         let Some(at) = inner.recovering.iter().position(|r| r.session.id == session.id) else {
             return Finish::Gone;
         };
-        if inner.recovering[at].overflowed {
-            let recovering = &mut inner.recovering[at];
-            recovering.overflowed = false;
-            return Finish::ReadMore;
+        let Some(end) = inner.recovering[at].seam.finish(replayed_to) else { return Finish::ReadMore };
+        for (_, event) in &end.hand_over {
+            self.push(session, event);
         }
-        if inner.last_id < replayed_to {
-            let recovering = &mut inner.recovering[at];
-            recovering.buffer = Vec::new();
-            recovering.bytes = 0;
-            recovering.live_after = Some(replayed_to);
-            session.outbound.push(&Event::control(notice(0)));
-            return Finish::Live { handed_over: 0 };
-        }
-        let recovering = inner.recovering.swap_remove(at);
-        let mut handed_over = 0;
-        for event in &recovering.buffer {
-            if event.delivery_id().is_some_and(|(_, id)| id > replayed_to) {
-                self.push(session, event);
-                handed_over += 1;
-            }
-        }
+        let handed_over = end.hand_over.len() as u64;
         session.outbound.push(&Event::control(notice(handed_over)));
-        inner.subscribers.push(Arc::clone(session));
+        if end.live {
+            let recovering = inner.recovering.swap_remove(at);
+            inner.subscribers.push(recovering.session);
+        }
         Finish::Live { handed_over }
     }
 
     /// True while `session` has a resume of `channel` under way (not unsubscribed, not done).
     pub fn is_recovering(&self, session: SessionId, channel: &ChannelName) -> bool {
-        let Some(channel_state) = self.channels.get(channel).map(|entry| Arc::clone(entry.value())) else {
-            return false;
-        };
+        let Some(channel_state) = self.channel(channel) else { return false };
         let inner = lock(&channel_state.inner);
         inner.recovering.iter().any(|r| r.session.id == session)
     }
@@ -447,34 +486,26 @@ impl Hub {
     /// PUBLISH) the hub makes one up that follows the channel's last.
     pub fn publish(&self, channel: &ChannelName, id: Option<EventId>, payload: &[u8], received_at: Instant) -> usize {
         self.metrics.messages_received.inc();
-        let Some(entry) = self.channels.get(channel) else { return 0 };
-        let channel_state = Arc::clone(entry.value());
-        drop(entry);
+        let Some(channel_state) = self.channel(channel) else { return 0 };
         let inner = &mut *lock(&channel_state.inner);
-        let assigned = id.unwrap_or_else(|| EventId::next_after(inner.last_id, event_id::now_ms()));
-        if let Some(catch_up) = &mut inner.catch_up {
-            match catch_up.live_after {
-                // Fanned out from history already.
-                Some(after) if id.is_some_and(|id| id <= after) => return 0,
-                Some(_) => inner.catch_up = None,
-                None => {
-                    if !catch_up.overflowed {
-                        let event = self.event(channel, &channel_state, assigned, payload, received_at);
-                        catch_up.bytes += event.frame.len();
-                        if catch_up.bytes > CATCH_UP_BUFFER {
-                            *catch_up = CatchUp { overflowed: true, ..CatchUp::default() };
-                        } else {
-                            catch_up.buffer.push((id, event));
-                        }
-                    }
-                    inner.last_id = inner.last_id.max(assigned);
-                    return 0;
-                }
+        let mut held_back = false;
+        if let Some(seam) = &inner.catch_up {
+            match seam.on_live(id) {
+                LiveEvent::Hold => held_back = true,
+                LiveEvent::Skip => return 0,
+                LiveEvent::GoLive => inner.catch_up = None,
             }
         }
+        let assigned = id.unwrap_or_else(|| EventId::next_after(inner.last_id, event_id::now_ms()));
         inner.last_id = inner.last_id.max(assigned);
         let event = self.event(channel, &channel_state, assigned, payload, received_at);
-        self.fan_out(inner, &event)
+        match &mut inner.catch_up {
+            Some(seam) if held_back => {
+                seam.hold(id, &event, CATCH_UP_BUFFER);
+                0
+            }
+            _ => self.fan_out(inner, id, &event),
+        }
     }
 
     /// The shared, framed event.
@@ -491,32 +522,22 @@ impl Hub {
         Event::delivery(frame, received_at, channel.clone(), id, channel_state.conflate)
     }
 
-    /// Pushes an event to every live subscriber and keeps it for the recovering ones.
-    fn fan_out(&self, inner: &mut ChannelInner, event: &Arc<Event>) -> usize {
-        let id = event.delivery_id().map(|(_, id)| id).unwrap_or_default();
+    /// Pushes an event (`id`: its history id, if any) to every live subscriber, and to the
+    /// recovering ones through their seams.
+    fn fan_out(&self, inner: &mut ChannelInner, id: Option<EventId>, event: &Arc<Event>) -> usize {
         let mut queued = 0;
         for session in &inner.subscribers {
             queued += self.push(session, event) as usize;
         }
         let mut went_live = Vec::new();
         for (at, recovering) in inner.recovering.iter_mut().enumerate() {
-            if let Some(after) = recovering.live_after {
-                if id > after {
+            match recovering.seam.on_live(id) {
+                LiveEvent::Hold => recovering.seam.hold(id, event, recovering.session.outbound.cap()),
+                LiveEvent::Skip => {}
+                LiveEvent::GoLive => {
                     queued += self.push(&recovering.session, event) as usize;
                     went_live.push(at);
                 }
-                continue;
-            }
-            if recovering.overflowed {
-                continue;
-            }
-            recovering.bytes += event.frame.len();
-            if recovering.bytes > recovering.session.outbound.cap() {
-                recovering.buffer = Vec::new();
-                recovering.bytes = 0;
-                recovering.overflowed = true;
-            } else {
-                recovering.buffer.push(Arc::clone(event));
             }
         }
         for at in went_live.into_iter().rev() {
@@ -534,60 +555,48 @@ impl Hub {
         if !self.policies.keeps_history(channel) {
             return None;
         }
-        let channel_state = self.channels.get(channel).map(|entry| Arc::clone(entry.value()))?;
+        let channel_state = self.channel(channel)?;
         let mut inner = lock(&channel_state.inner);
         if inner.catch_up.is_some() || inner.last_id == EventId::default() {
             return None;
         }
-        inner.catch_up = Some(CatchUp::default());
+        inner.catch_up = Some(Seam::default());
         Some(inner.last_id)
     }
 
     /// Fans out one event read from history during a catch-up.
     pub fn fan_out_caught_up(&self, channel: &ChannelName, id: EventId, payload: &[u8]) {
-        let Some(channel_state) = self.channels.get(channel).map(|entry| Arc::clone(entry.value())) else { return };
+        let Some(channel_state) = self.channel(channel) else { return };
         let inner = &mut *lock(&channel_state.inner);
         inner.last_id = inner.last_id.max(id);
         let event = self.event(channel, &channel_state, id, payload, Instant::now());
-        self.fan_out(inner, &event);
+        self.fan_out(inner, Some(id), &event);
     }
 
     /// Ends a catch-up whose replay reached `replayed_to`, under the channel's lock: the held
     /// live events newer than the replay are fanned out and the channel is live again, or, if
     /// history is ahead of live delivery, live events up to `replayed_to` will be skipped.
     pub fn finish_catch_up(&self, channel: &ChannelName, replayed_to: EventId) -> Finish {
-        let Some(channel_state) = self.channels.get(channel).map(|entry| Arc::clone(entry.value())) else {
-            return Finish::Gone;
-        };
+        let Some(channel_state) = self.channel(channel) else { return Finish::Gone };
         let inner = &mut *lock(&channel_state.inner);
-        let Some(catch_up) = inner.catch_up.take() else { return Finish::Gone };
-        if catch_up.overflowed {
-            inner.catch_up = Some(CatchUp::default());
-            return Finish::ReadMore;
+        let Some(seam) = &mut inner.catch_up else { return Finish::Gone };
+        let Some(end) = seam.finish(replayed_to) else { return Finish::ReadMore };
+        if end.live {
+            inner.catch_up = None;
         }
-        let mut handed_over = 0;
-        let mut newest_held = None;
-        for (id, event) in &catch_up.buffer {
-            // Events without a history id were never in history: they go out as they came.
-            if id.is_none_or(|id| id > replayed_to) {
-                self.fan_out(inner, event);
-                handed_over += 1;
-            }
-            newest_held = newest_held.max(*id);
+        for (id, event) in &end.hand_over {
+            self.fan_out(inner, *id, event);
         }
-        if newest_held.is_none_or(|newest| newest < replayed_to) {
-            inner.catch_up = Some(CatchUp { live_after: Some(replayed_to), ..CatchUp::default() });
-        }
-        Finish::Live { handed_over }
+        Finish::Live { handed_over: end.hand_over.len() as u64 }
     }
 
     /// Abandons a catch-up that could not finish; held events go out as they are.
     pub fn abandon_catch_up(&self, channel: &ChannelName) {
-        let Some(channel_state) = self.channels.get(channel).map(|entry| Arc::clone(entry.value())) else { return };
+        let Some(channel_state) = self.channel(channel) else { return };
         let inner = &mut *lock(&channel_state.inner);
-        if let Some(catch_up) = inner.catch_up.take() {
-            for (_, event) in &catch_up.buffer {
-                self.fan_out(inner, event);
+        if let Some(seam) = inner.catch_up.take() {
+            for (id, event) in &seam.held {
+                self.fan_out(inner, *id, event);
             }
         }
     }
