@@ -152,19 +152,39 @@ impl Recovery {
         channel: &ChannelName,
         cursor: EventId,
     ) -> Result<Read, Abandoned> {
-        loop {
-            check_open(session)?;
-            let result = {
-                let _permit = self.reads.acquire().await.expect("the semaphore is never closed");
-                self.history.read_after(channel, cursor, PAGE_SIZE).await
+        let open = || session.outbound.close_reason().is_none();
+        read_page(&self.history, hub, channel, cursor, Some(&self.reads), open).await.ok_or(Abandoned)
+    }
+}
+
+/// One page of history after `cursor`, retried every [`RETRY`] while it cannot be read and
+/// `keep_trying` agrees (asked after each failure); `None` once it does not. With `permits`,
+/// each attempt holds one.
+async fn read_page(
+    history: &History,
+    hub: &Hub,
+    channel: &ChannelName,
+    cursor: EventId,
+    permits: Option<&Semaphore>,
+    mut keep_trying: impl FnMut() -> bool,
+) -> Option<Read> {
+    loop {
+        let result = {
+            let _permit = match permits {
+                Some(permits) => Some(permits.acquire().await.expect("the semaphore is never closed")),
+                None => None,
             };
-            match result {
-                Ok(read) => return Ok(read),
-                Err(error) => {
-                    hub.metrics.history_errors.inc();
-                    tracing::warn!(%error, %channel, "history read failed; retrying");
-                    tokio::time::sleep(RETRY).await;
+            history.read_after(channel, cursor, PAGE_SIZE).await
+        };
+        match result {
+            Ok(read) => return Some(read),
+            Err(error) => {
+                hub.metrics.history_errors.inc();
+                if !keep_trying() {
+                    return None;
                 }
+                tracing::warn!(%error, %channel, "history read failed; retrying");
+                tokio::time::sleep(RETRY).await;
             }
         }
     }
@@ -188,7 +208,7 @@ pub async fn catch_up(history: History, hub: Arc<Hub>, channels: Vec<(ChannelNam
     }
 }
 
-/// Reads of history a catch-up tries before giving up (0.5 s apart).
+/// Failed reads of history a catch-up tries before giving up (0.5 s apart).
 pub const MAX_CATCH_UP_ATTEMPTS: u32 = 20;
 
 /// One channel's catch-up; `None` when it had to give up.
@@ -196,21 +216,15 @@ async fn catch_up_channel(history: &History, hub: &Hub, channel: &ChannelName, f
     let mut cursor = from;
     let mut replayed = 0u64;
     let mut failures = 0;
+    let mut keep_trying = || {
+        failures += 1;
+        failures < MAX_CATCH_UP_ATTEMPTS
+    };
     for _round in 0..MAX_ROUNDS {
         loop {
-            let page = match history.read_after(channel, cursor, PAGE_SIZE).await {
-                Ok(Read::Page(page)) => page,
-                Ok(Read::NoStream) => break,
-                Err(error) => {
-                    hub.metrics.history_errors.inc();
-                    failures += 1;
-                    if failures >= MAX_CATCH_UP_ATTEMPTS {
-                        return None;
-                    }
-                    tracing::warn!(%error, %channel, "history read for a catch-up failed; retrying");
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
+            let page = match read_page(history, hub, channel, cursor, None, &mut keep_trying).await? {
+                Read::Page(page) => page,
+                Read::NoStream => break,
             };
             let full = page.entries.len() == PAGE_SIZE;
             hub.metrics.history_replayed.inc_by(page.entries.len() as u64);
