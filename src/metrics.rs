@@ -221,6 +221,11 @@ impl Metrics {
         self.connections_closed.get_or_create(&CloseLabels { reason }).inc();
     }
 
+    /// Counts a resume by how it ended (`recovered`, or the reason's label).
+    pub fn resumed(&self, outcome: &'static str) {
+        self.resumes.get_or_create(&ResumeLabels { outcome }).inc();
+    }
+
     /// Counts a refused upgrade.
     pub fn rejected(&self, reason: RejectReason) {
         self.connections_rejected.get_or_create(&RejectLabels { reason }).inc();

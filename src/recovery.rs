@@ -24,7 +24,6 @@ use tokio::sync::Semaphore;
 use crate::event_id::EventId;
 use crate::history::{History, Read};
 use crate::hub::{Finish, Hub, Session};
-use crate::metrics::ResumeLabels;
 use crate::outbound::{Close, Event};
 use crate::protocol::{self, ChannelName, RecoveryOutcome};
 
@@ -130,8 +129,7 @@ impl Recovery {
             });
             match finish {
                 Finish::Live { .. } => {
-                    let label = outcome.err().map_or("recovered", outcome_label);
-                    hub.metrics.resumes.get_or_create(&ResumeLabels { outcome: label }).inc();
+                    hub.metrics.resumed(outcome.err().map_or("recovered", outcome_label));
                     return Ok(());
                 }
                 Finish::Gone => return Err(Abandoned),

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::event_id::EventId;
 use crate::hub::{Hub, Session};
 use crate::inbound::{ClientFrame, FrameReader, ReadError};
-use crate::metrics::{CloseReason, ResumeLabels};
+use crate::metrics::CloseReason;
 use crate::outbound::{Close, Event};
 use crate::protocol::{self, ChannelName, ClientMessage, ConnectQuery, RequestError};
 use crate::recovery::{self, Recovery};
@@ -86,8 +86,7 @@ fn subscribe(
     session.outbound.push(&Event::control(protocol::encode_subscribed(channels)));
     for (channel, id) in unresumable {
         session.outbound.push(&Event::control(protocol::encode_recovered(&channel, id, 0, Err(recovery::NO_HISTORY))));
-        let outcome = recovery::outcome_label(recovery::NO_HISTORY);
-        hub.metrics.resumes.get_or_create(&ResumeLabels { outcome }).inc();
+        hub.metrics.resumed(recovery::outcome_label(recovery::NO_HISTORY));
     }
     let requests: Vec<(ChannelName, EventId)> =
         resumable.into_iter().filter(|(channel, _)| recovering.contains(channel)).collect();
