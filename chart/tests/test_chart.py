@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 import shutil
 import subprocess
@@ -33,8 +34,9 @@ SCALING_PROFILES = REPO / "docs" / "scaling-profiles.md"
 ENVS = ("dev", "staging", "prod")
 OLDEST_KUBERNETES = "1.27.0"
 
-# The environment variables DESIGN.md's "Configuration" table says the binary reads and the
-# chart sets (MT_ALLOWED_ORIGINS is set only when an allow-list is configured).
+# The environment variables of `mt-stream serve` (docs/configuration.md lists every setting: flag,
+# variable, default) that the chart always sets (MT_ALLOWED_ORIGINS and MT_CONFLATE_CHANNELS are
+# set only when configured).
 CONTRACT_ENV = (
     "MT_LISTEN",
     "MT_ADMIN_LISTEN",
@@ -50,6 +52,13 @@ CONTRACT_ENV = (
     "MT_HISTORY_CHANNELS",
     "MT_HISTORY_MAX_EVENTS",
     "MT_HISTORY_MAX_AGE_SECONDS",
+)
+
+# Values renamed to carry their unit: (old key, new key, unit, the env var the value sets). The
+# chart refuses the old key with a message naming the new one; values.schema.json marks each old
+# key "deprecated".
+RENAMED_VALUES = (
+    ("eventStream.ws.heartbeatInterval", "eventStream.ws.heartbeatIntervalMs", "milliseconds", "MT_HEARTBEAT_INTERVAL_MS"),
 )
 
 # Labels the chart sets and `mt-stream deploy` does not (or sets differently); the
@@ -193,8 +202,11 @@ def test_every_template_renders_in_some_configuration():
     configs = [("dev", ()), ("prod", EVERYTHING_ON), ("dev", EXTERNAL_REDIS)]
     templates = sorted(p.name for p in (CHART / "templates").glob("*.yaml"))
     assert templates == sorted([
-        "namespace.yaml", "deployment-web.yaml", "deployment-event-stream.yaml", "deployment-redis.yaml",
-        "service.yaml", "ingress.yaml", "configmap.yaml", "secret.yaml", "pvc.yaml", "hpa.yaml", "pdb.yaml",
+        "namespace.yaml", "secret.yaml", "configmap-event-stream.yaml", "pvc-redis-data.yaml",
+        "deployment-web.yaml", "deployment-event-stream.yaml", "deployment-redis.yaml",
+        "service-web.yaml", "service-event-stream.yaml", "service-redis.yaml",
+        "ingress-web.yaml", "ingress-event-stream.yaml",
+        "hpa-web.yaml", "hpa-event-stream.yaml", "pdb-web.yaml", "pdb-event-stream.yaml",
     ])
     for template in templates:
         rendered = False
@@ -210,6 +222,69 @@ def test_every_template_renders_in_some_configuration():
         assert rendered, f"templates/{template} renders nothing in any configuration"
     notes = helm("install", "monkeytown-dev", CHART, "--dry-run=client", "-f", values_file("dev"), check=True)
     assert "NOTES:" in notes.stdout and "monkeytown-dev-event-stream" in notes.stdout
+
+
+# What each kind's template file is called: templates/<prefix>-<what>.yaml, where <what> is the
+# object's name after `<fullname>-` (none for the Secret and the Namespace, named after the
+# release and its namespace).
+TEMPLATE_PREFIX = {
+    "Namespace": "namespace",
+    "Secret": "secret",
+    "ConfigMap": "configmap",
+    "PersistentVolumeClaim": "pvc",
+    "Deployment": "deployment",
+    "Service": "service",
+    "Ingress": "ingress",
+    "HorizontalPodAutoscaler": "hpa",
+    "PodDisruptionBudget": "pdb",
+}
+
+
+def _render_template_file(env: str, sets: tuple[str, ...], template: str) -> list[dict]:
+    """The objects templates/<template> renders alone (`--show-only`); [] when it renders nothing."""
+    release = f"monkeytown-{env}"
+    args: list[str | Path] = ["template", release, CHART, "--namespace", release, "-f", values_file(env),
+                              "--show-only", f"templates/{template}"]
+    for s in sets:
+        args += ["--set", s]
+    proc = helm(*args)
+    if proc.returncode != 0:
+        assert "could not find template" in proc.stderr, f"templates/{template}: {proc.stderr}"
+        return []
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@pytest.mark.parametrize("template", sorted(p.name for p in (CHART / "templates").glob("*.yaml")))
+def test_one_object_per_template_file(template):
+    """Each file in templates/, rendered alone, holds at most one object, in every configuration, and its name says which (<kind prefix>-<name after the fullname>.yaml)."""
+    configs = [(env, ()) for env in ENVS] + [
+        ("prod", EVERYTHING_ON), ("dev", EXTERNAL_REDIS), ("staging", FIXED_REPLICAS),
+        ("dev", ("eventStream.autoscaling.managedBy=mt-stream",)),
+    ]
+    seen = 0
+    for env, sets in configs:
+        objs = _render_template_file(env, tuple(sets), template)
+        kinds = [f"{o['kind']}/{o['metadata']['name']}" for o in objs]
+        assert len(objs) <= 1, f"templates/{template} renders {len(objs)} objects ({env} {sets}): {kinds}"
+        for obj in objs:
+            seen += 1
+            fullname = f"monkeytown-{env}"
+            name = obj["metadata"]["name"]
+            assert name == fullname or name.startswith(f"{fullname}-"), name
+            what = name[len(fullname) + 1:]
+            expected = TEMPLATE_PREFIX[obj["kind"]] + (f"-{what}" if what else "") + ".yaml"
+            assert template == expected, f"templates/{template} holds {obj['kind']}/{name}: call it {expected}"
+    assert seen, f"templates/{template} renders nothing in any configuration"
+
+
+def test_one_object_per_template_file_can_fail(tmp_path):
+    """The per-file count really sees a second object: a copy of the chart with two objects in one file fails it."""
+    chart = tmp_path / "monkeytown"
+    shutil.copytree(CHART, chart)
+    web = (chart / "templates" / "service-web.yaml").read_text()
+    (chart / "templates" / "service-web.yaml").write_text(web + "\n---\n" + (chart / "templates" / "service-event-stream.yaml").read_text())
+    proc = helm("template", "monkeytown-dev", chart, "-f", values_file("dev"), "--show-only", "templates/service-web.yaml", check=True)
+    assert len([d for d in yaml.safe_load_all(proc.stdout) if d]) == 2
 
 
 # --- Kubernetes schema validation ------------------------------------------------------------
@@ -248,7 +323,7 @@ def test_manifests_pass_kubernetes_validate_strict(version, rendered_files):
 
 def test_kubernetes_validate_rejects_an_unknown_field(tmp_path):
     """kubernetes-validate --strict really fails on a manifest with an unknown field (the check above can fail)."""
-    bad = render("dev", show_only="templates/pdb.yaml")[0]
+    bad = render("dev", show_only="templates/pdb-web.yaml")[0]
     bad["spec"]["maxUnavailible"] = 1
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
@@ -330,7 +405,7 @@ def test_pods_are_hardened(env):
         assert "emptyDir" in volume
 
 
-# --- the event-stream pod: DESIGN.md's contract ------------------------------------------------
+# --- the event-stream pod: the settings contract (docs/configuration.md) ------------------------
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -353,8 +428,8 @@ def test_event_stream_ports_and_probes_on_admin_port():
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_event_stream_env_carries_the_design_contract(env):
-    """The event-stream container gets every env var DESIGN.md names, with the chart's values."""
+def test_event_stream_env_carries_the_configuration_contract(env):
+    """The event-stream container gets every env var of CONTRACT_ENV (docs/configuration.md), with the chart's values."""
     objs = render(env)
     env_vars = env_map(objs, event_stream(objs, env), "event-stream")
     missing = [name for name in CONTRACT_ENV if name not in env_vars]
@@ -383,6 +458,37 @@ def test_event_stream_env_carries_the_design_contract(env):
     redis_url = value["REDIS_URL"]
     assert redis_url.endswith(f"monkeytown-{env}-redis:6379")
     assert one(objs, "Service", f"monkeytown-{env}-redis")["spec"]["ports"][0]["port"] == 6379
+
+
+def _schema_descriptions(node: object) -> list[str]:
+    """Every "description" string in values.schema.json (properties, $defs, anywhere)."""
+    if isinstance(node, dict):
+        own = [node["description"]] if isinstance(node.get("description"), str) else []
+        return own + [d for value in node.values() for d in _schema_descriptions(value)]
+    if isinstance(node, list):
+        return [d for item in node for d in _schema_descriptions(item)]
+    return []
+
+
+def test_every_event_stream_env_var_is_named_in_the_schema():
+    """Every MT_*, REDIS_* and GITHUB_* variable the event-stream container gets (ConfigMap, Secret refs, env), in any configuration, is named in backticks in a description of values.schema.json."""
+    descriptions = " ".join(_schema_descriptions(json.loads((CHART / "values.schema.json").read_text())))
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]*)`", descriptions))
+    configs = [(env, ()) for env in ENVS] + [
+        ("prod", EVERYTHING_ON + ("eventStream.conflateChannels=prices.*",)),
+        ("dev", EXTERNAL_REDIS),
+        ("dev", ("redis.enabled=false", "externalRedis.existingSecret=redis-creds")),
+        ("prod", ("secret.existingSecret=monkeytown-creds",)),
+    ]
+    seen: set[str] = set()
+    for env, sets in configs:
+        objs = render(env, *sets)
+        seen |= {name for name in env_map(objs, event_stream(objs, env), "event-stream")
+                 if re.match(r"^(MT|REDIS|GITHUB)_", name)}
+    # The configurations above really reach every variable the chart can set.
+    assert set(CONTRACT_ENV) | {"MT_ALLOWED_ORIGINS", "MT_CONFLATE_CHANNELS", "REDIS_PASSWORD"} <= seen
+    missing = sorted(seen - named)
+    assert not missing, f"env vars of the event-stream container not named in values.schema.json: {missing}"
 
 
 def test_history_and_conflation_settings_reach_the_container():
@@ -538,6 +644,72 @@ def test_schema_rejects_bad_values(case):
     template = helm("template", "x", CHART, "-f", values_file("dev"), *args)
     assert template.returncode != 0
     assert "schema" in template.stderr.lower() or field in template.stderr
+
+
+def _nested(dotted: str, value: object) -> dict:
+    """{"a": {"b": value}} for "a.b"."""
+    for key in reversed(dotted.split(".")):
+        value = {key: value}
+    return value
+
+
+def _schema_node(schema: dict, dotted: str) -> dict:
+    node = schema
+    for key in dotted.split("."):
+        node = node["properties"][key]
+    return node
+
+
+def _deprecated_keys(node: dict, prefix: str = "") -> list[str]:
+    """The dotted keys values.schema.json marks "deprecated"."""
+    found = []
+    for key, sub in node.get("properties", {}).items():
+        if sub.get("deprecated"):
+            found.append(prefix + key)
+        found += _deprecated_keys(sub, f"{prefix}{key}.")
+    return found
+
+
+def test_renamed_values_are_the_schema_deprecated_keys():
+    """RENAMED_VALUES and the keys values.schema.json marks deprecated are the same list, and values.yaml uses only the new keys."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert sorted(_deprecated_keys(schema)) == sorted(old for old, *_ in RENAMED_VALUES)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for old, new, *_ in RENAMED_VALUES:
+        parent = functools.reduce(lambda node, key: node[key], new.split(".")[:-1], values)
+        assert new.split(".")[-1] in parent and old.split(".")[-1] not in parent
+
+
+@pytest.mark.parametrize("old,new,unit,variable", RENAMED_VALUES, ids=[old for old, *_ in RENAMED_VALUES])
+def test_renamed_value_is_refused_naming_the_new_key(old, new, unit, variable, tmp_path):
+    """Setting a renamed value under its old key (--set or a values file) fails helm template, install and lint with "<old> was renamed to <new> (<unit>)"; the new key works."""
+    message = f"{old} was renamed to {new} ({unit})"
+    # The schema's only allowed value for the old key is the message itself, so the schema's
+    # error (value must be '<message>') names the new key; with schema validation skipped, the
+    # chart's own check fails with the same message.
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert _schema_node(schema, old)["const"] == message
+    old_file = tmp_path / "old-values.yaml"
+    old_file.write_text(yaml.safe_dump(_nested(old, 30000)))
+    for source in (["--set", f"{old}=30000"], ["-f", old_file]):
+        for command in (
+            ["template", "monkeytown-dev", CHART, "-f", values_file("dev")],
+            ["template", "monkeytown-dev", CHART, "-f", values_file("dev"), "--skip-schema-validation"],
+            ["install", "monkeytown-dev", CHART, "--dry-run=client", "-f", values_file("dev")],
+            ["lint", "--strict", CHART, "-f", values_file("dev")],
+        ):
+            proc = helm(*command, *source)
+            output = proc.stdout + proc.stderr
+            assert proc.returncode != 0, f"helm {' '.join(map(str, command + source))} accepted {old}"
+            assert message in output, output
+            if "--skip-schema-validation" in command:
+                assert f"execution error at (monkeytown/templates/" in proc.stderr, proc.stderr
+    # The new key is the one that sets the variable.
+    objs = render("dev", f"{new}=15000")
+    assert env_map(objs, event_stream(objs), "event-stream")[variable]["value"] == "15000"
+    # And the new key's description names the unit and the variable.
+    description = _schema_node(schema, new)["description"]
+    assert unit in description and f"`{variable}`" in description
 
 
 # --- autoscaling: ownership and the scaling profiles -------------------------------------------
@@ -800,7 +972,7 @@ def test_every_value_is_documented_by_a_comment_starting_with_its_name():
     assert not undocumented, "undocumented values: " + ", ".join(undocumented)
     # The values file parses and its top-level keys are the schema's.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert values["eventStream"]["ws"] == {"maxConnections": 1000, "heartbeatInterval": 30000, "allowedOrigins": ""}
+    assert values["eventStream"]["ws"] == {"maxConnections": 1000, "heartbeatIntervalMs": 30000, "allowedOrigins": ""}
     assert values["eventStream"]["replicaCount"] == 2
 
 

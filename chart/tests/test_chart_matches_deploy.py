@@ -1,8 +1,8 @@
 """The chart and `mt-stream deploy` agree: same event-stream HPA and PDB, same pod budget.
 
-DESIGN.md ("The pod budget", "Kubernetes objects"): the chart's values and the `Budget` type
-carry the same numbers, and the event-stream HPA/PDB the chart renders are the objects
-`mt-stream deploy --print` generates. These tests render the chart with the real helm and run
+The chart's values and the `Budget` type carry the same numbers (docs/configuration.md lists
+the settings and their defaults), and the event-stream HPA/PDB the chart renders are the objects
+`mt-stream deploy --print` generates (docs/deploy.md, docs/scaling-profiles.md, docs/chart.md). These tests render the chart with the real helm and run
 the real binary, parse both YAML streams and compare the parsed objects.
 
 The binary is $MT_STREAM_BIN, else <repo>/target/debug/mt-stream (scripts/test runs

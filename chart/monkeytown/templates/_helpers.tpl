@@ -165,8 +165,44 @@ eventStream.ws.maxConnections rounded down and at least 1, as `mt-stream deploy
 {{- div (mul (int64 .Values.eventStream.ws.maxConnections) 70) 100 | max 1 | toString -}}
 {{- end -}}
 
-{{/* monkeytown.checkValues: cross-field checks the schema cannot express. */}}
+{{/*
+monkeytown.checkRenamedValues: refuses to render when a renamed value is set under its old key,
+with a message naming the new key, e.g. "eventStream.ws.heartbeatInterval was renamed to
+eventStream.ws.heartbeatIntervalMs (milliseconds)", so an old values file or --set fails loudly
+instead of being ignored. The table below is every rename: [old key, new key, unit].
+values.schema.json lists each old key too, with this same message as its only allowed value
+(`const`), so schema validation (helm lint, template, install, upgrade) already refuses it with
+"value must be '<this message>'" instead of a bare "additional properties" error; this check
+refuses it when schema validation is skipped (--skip-schema-validation). The chart tests keep
+the two messages identical.
+*/}}
+{{- define "monkeytown.checkRenamedValues" -}}
+{{- $renamed := list
+  (list "eventStream.ws.heartbeatInterval" "eventStream.ws.heartbeatIntervalMs" "milliseconds")
+-}}
+{{- range $renamed -}}
+{{- $old := index . 0 -}}
+{{- $node := $.Values -}}
+{{- $found := true -}}
+{{- range splitList "." $old -}}
+{{- if and $found (kindIs "map" $node) (hasKey $node .) -}}
+{{- $node = index $node . -}}
+{{- else -}}
+{{- $found = false -}}
+{{- end -}}
+{{- end -}}
+{{- if $found -}}
+{{- fail (printf "%s was renamed to %s (%s)" $old (index . 1) (index . 2)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+monkeytown.checkValues: checks the schema cannot express (renamed keys, cross-field rules).
+deployment-event-stream.yaml calls it; it renders nothing.
+*/}}
 {{- define "monkeytown.checkValues" -}}
+{{- include "monkeytown.checkRenamedValues" . -}}
 {{- $es := .Values.eventStream -}}
 {{- if le (int $es.terminationGracePeriodSeconds) (add $es.preStopSleepSeconds $es.drainSeconds | int) -}}
 {{- fail (printf "eventStream.terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + drainSeconds (%d)" (int $es.terminationGracePeriodSeconds) (add $es.preStopSleepSeconds $es.drainSeconds | int)) -}}
