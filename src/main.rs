@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mt_stream::config::{Config, LogFormat, ServeArgs, SourceConfig};
-use mt_stream::shutdown::{self, Shutdown};
+use mt_hub::config::{Config, LogFormat, ServeArgs, SourceConfig};
+use mt_hub::shutdown::{self, Shutdown};
 
 #[derive(Debug, Parser)]
 #[command(name = "mt-stream", version, about = "The Monkeytown event-stream pod")]
@@ -20,9 +20,9 @@ enum Command {
     /// Run the hub: WebSocket fan-out fed by Redis, or by the embedded broker.
     Serve(ServeArgs),
     /// Publish one event the way Monkeytown services do.
-    Publish(mt_stream::publish::PublishArgs),
+    Publish(mt_hub::publish::PublishArgs),
     /// Generate this pod's HPA and PDB from its budget and server-side-apply them.
-    Deploy(mt_stream::deploy::DeployArgs),
+    Deploy(mt_deploy::DeployArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,10 +32,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Publish(args) => {
-                println!("{}", mt_stream::publish::run(args).await?);
+                println!("{}", mt_hub::publish::run(args).await?);
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Deploy(args) => mt_stream::deploy::run(args).await,
+            Command::Deploy(args) => mt_deploy::run(args).await,
         }
     });
     match result {
@@ -61,7 +61,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::from_args(&args, mt_stream::budget::cgroup_memory_limit())?;
+    let config = Config::from_args(&args, mt_budget::cgroup_memory_limit())?;
     init_logging(config.log_format);
 
     let public = tokio::net::TcpListener::bind(config.listen)
@@ -88,7 +88,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown::signal().await;
         on_signal.trigger();
     });
-    let report = mt_stream::serve::run(config, public, admin, shutdown).await?;
+    let report = mt_hub::serve::run(config, public, admin, shutdown).await?;
     tracing::info!(closed = report.closed, unfinished_tasks = report.unfinished_tasks, "drain finished");
     Ok(ExitCode::SUCCESS)
 }

@@ -16,9 +16,9 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::client::Body;
 use kube::Client;
-use mt_stream::budget::Budget;
-use mt_stream::deploy::apply::{self, Applied, ApplyError, ApplyOptions, Outcome, Report};
-use mt_stream::deploy::{DeployError, Environment, Objects, Settings};
+use mt_budget::Budget;
+use mt_deploy::apply::{self, Applied, ApplyError, ApplyOptions, Outcome, Report};
+use mt_deploy::{DeployError, Environment, Objects, Settings};
 use serde_json::{json, Value};
 use tower_test::mock;
 

@@ -13,8 +13,8 @@ use std::process::{Command, Output};
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use mt_stream::budget::Budget;
-use mt_stream::deploy::{Environment, Objects, Settings};
+use mt_budget::Budget;
+use mt_deploy::{Environment, Objects, Settings};
 use serde::Deserialize;
 
 /// Oldest Kubernetes version we support (docs/scaling-profiles.md).

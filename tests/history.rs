@@ -30,32 +30,6 @@ use serde_json::{json, Value};
 const MAX_EVENTS: u64 = 1000;
 const MAX_AGE_MS: u64 = 3_600_000;
 
-/// A tiny seeded PRNG (xorshift64*), so the cut points of a failing run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    /// Seeded from `MT_TEST_SEED` when set, else `default`; prints the seed.
-    fn from_env(default: u64) -> Self {
-        let seed = std::env::var("MT_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-        eprintln!("random cut points: seed {seed} (MT_TEST_SEED={seed} repeats this run)");
-        Self(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n`.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// `scripts/publish.lua`, read at run time.
 fn publish_script() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/publish.lua");
@@ -232,7 +206,7 @@ async fn resume_at_cut_points(
     seed: u64,
 ) {
     const CHANNEL: &str = "c";
-    let mut rng = Rng::from_env(seed);
+    let mut rng = mt_testkit::Rng::from_env("random cut points", seed);
     let mut client = hub.subscriber(&[CHANNEL]).await;
     settle(redis, CHANNEL).await;
     let published = Arc::new(AtomicU64::new(0));

@@ -382,7 +382,7 @@ async fn bad_input_gets_errors_and_hurts_nobody() {
 async fn repeated_abuse_is_closed_with_1008() {
     let hub = HubProcess::start(&[]);
     let (mut client, _) = tokio_tungstenite::connect_async(hub.ws_url("")).await.unwrap();
-    for _ in 0..=mt_stream::session::MAX_BAD_REQUESTS {
+    for _ in 0..=mt_hub::session::MAX_BAD_REQUESTS {
         client.send(Message::text("nonsense")).await.unwrap();
     }
     assert_eq!(close_code(&mut client).await, 1008);
@@ -532,7 +532,7 @@ async fn json_logs() {
 async fn silent_http_connections_are_bounded() {
     let hub = HubProcess::start(&[]);
     let mut silent = Vec::new();
-    for _ in 0..mt_stream::server::MAX_PENDING_PUBLIC {
+    for _ in 0..mt_hub::server::MAX_PENDING_PUBLIC {
         silent.push(tokio::net::TcpStream::connect(hub.public).await.unwrap());
     }
     wait_for("overload rejection", || async {

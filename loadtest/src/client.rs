@@ -90,9 +90,11 @@ impl WsClient {
     /// The next complete frame as (opcode, payload range in the buffer); None at EOF.
     async fn next_frame(&mut self) -> anyhow::Result<Option<(u8, std::ops::Range<usize>)>> {
         loop {
-            if let Some((opcode, range, end)) = parse_frame(&self.buffer, self.start) {
-                self.start = end;
-                return Ok(Some((opcode, range)));
+            if let Some(frame) = mt_testkit::parse_server_frame_at(&self.buffer, self.start)
+                .map_err(|error| anyhow::anyhow!("the hub sent a bad frame: {error:?}"))?
+            {
+                self.start = frame.end;
+                return Ok(Some((frame.opcode, frame.payload)));
             }
             if self.fill().await? == 0 {
                 return Ok(None);
@@ -163,20 +165,6 @@ impl WsClient {
     }
 }
 
-/// Parses one server (unmasked) frame at `at`: (opcode, payload range, end).
-fn parse_frame(buffer: &[u8], at: usize) -> Option<(u8, std::ops::Range<usize>, usize)> {
-    let head = buffer.get(at..at + 2)?;
-    let opcode = head[0] & 0x0F;
-    let (len, header) = match head[1] & 0x7F {
-        126 => (u16::from_be_bytes(buffer.get(at + 2..at + 4)?.try_into().ok()?) as usize, 4),
-        127 => (u64::from_be_bytes(buffer.get(at + 2..at + 10)?.try_into().ok()?) as usize, 10),
-        n => (n as usize, 2),
-    };
-    let start = at + header;
-    let end = start + len;
-    (end <= buffer.len()).then_some((opcode, start..end, end))
-}
-
 /// Finds `"data":{"c":C,"s":S,"t":T` in an event and returns (C, S, T).
 pub fn parse_event(frame: &[u8]) -> Option<(usize, u64, u64)> {
     const MARK: &[u8] = b"\"data\":{\"c\":";
@@ -201,15 +189,9 @@ fn parse_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
     Some((n, &bytes[digits..]))
 }
 
-/// A masked client frame.
+/// A masked client frame (the test kit's encoder: every length class).
 fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5a, 0x17, 0xc3, 0x0e];
-    let mut frame = Vec::with_capacity(payload.len() + 6);
-    frame.push(0x80 | opcode);
-    frame.push(0x80 | payload.len() as u8);
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
+    mt_testkit::client_frame(opcode, true, payload)
 }
 
 #[cfg(test)]
@@ -222,17 +204,5 @@ mod tests {
         let frame = br#"{"channel":"lt3","id":"9","data":{"c":3,"s":42,"t":1700000000000000,"p":"xx"}}"#;
         assert_eq!(parse_event(frame), Some((3, 42, 1_700_000_000_000_000)));
         assert_eq!(parse_event(br#"{"op":"subscribed","channels":["a"]}"#), None);
-    }
-
-    /// Frames of each length class are split correctly, incomplete ones wait.
-    #[test]
-    fn parses_frames() {
-        let mut buffer = vec![0x81, 3, b'a', b'b', b'c', 0x81, 126, 0, 200];
-        buffer.extend(std::iter::repeat_n(b'x', 200));
-        let (op, range, end) = parse_frame(&buffer, 0).unwrap();
-        assert_eq!((op, &buffer[range]), (1, &b"abc"[..]));
-        let (_, range, end2) = parse_frame(&buffer, end).unwrap();
-        assert_eq!((range.len(), end2), (200, buffer.len()));
-        assert!(parse_frame(&buffer[..buffer.len() - 1], end).is_none());
     }
 }

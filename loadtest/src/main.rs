@@ -494,10 +494,9 @@ async fn churn(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<
             let mut connections = 0u64;
             let mut failed = 0u64;
             let mut stats = ClientStats::new(channels);
-            let mut seed = slot as u64 * 0x9E37_79B9 + 1;
+            let mut rng = mt_testkit::Rng::new(slot as u64 * 0x9E37_79B9 + 1);
             while tokio::time::Instant::now() < deadline {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let hold = Duration::from_millis(10 + (seed >> 33) % max_ms);
+                let hold = Duration::from_millis(10 + rng.below(max_ms));
                 match tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, None, None)).await
                 {
                     Ok(Ok(mut client)) => {

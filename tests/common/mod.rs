@@ -366,7 +366,7 @@ pub async fn recv_until(
 /// (never answer pings, never read, send what a library would refuse to send).
 pub struct RawClient {
     pub stream: TcpStream,
-    buffer: Vec<u8>,
+    frames: mt_testkit::ServerFrames,
 }
 
 impl RawClient {
@@ -392,42 +392,21 @@ impl RawClient {
             }
         };
         assert!(buffer.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buffer));
-        buffer.drain(..header_end);
-        Self { stream, buffer }
+        let mut frames = mt_testkit::ServerFrames::new();
+        frames.extend(&buffer[header_end..]);
+        Self { stream, frames }
     }
 
-    /// Sends one masked client frame.
+    /// Sends one masked client frame (framed by the test kit, not by the hub's code).
     pub async fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
-        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
-        let mask = [0x12u8, 0x34, 0x56, 0x78];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= 65_535 => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.stream.write_all(&frame).await.unwrap();
+        self.stream.write_all(&mt_testkit::client_frame(opcode, fin, payload)).await.unwrap();
     }
 
     /// Reads one server frame: (opcode, payload); `None` at end of stream.
     pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
-            if let Some((opcode, payload)) = mt_stream::wire::split_server_frame(&self.buffer) {
-                let payload = payload.to_vec();
-                let header = match self.buffer[1] & 0x7F {
-                    126 => 4,
-                    127 => 10,
-                    _ => 2,
-                };
-                self.buffer.drain(..header + payload.len());
-                return Some((opcode, payload));
+            if let Some(frame) = self.frames.next_frame().expect("the server frames correctly") {
+                return Some((frame.opcode, frame.payload));
             }
             let mut chunk = [0u8; 16 << 10];
             let n = tokio::time::timeout(DEADLINE, self.stream.read(&mut chunk))
@@ -437,7 +416,7 @@ impl RawClient {
             if n == 0 {
                 return None;
             }
-            self.buffer.extend_from_slice(&chunk[..n]);
+            self.frames.extend(&chunk[..n]);
         }
     }
 

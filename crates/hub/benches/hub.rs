@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mt_stream::budget::Budget;
-use mt_stream::event_id::EventId;
-use mt_stream::history::memory::MemoryHistory;
-use mt_stream::hub::Hub;
-use mt_stream::metrics::Metrics;
-use mt_stream::outbound::{Event, Outbound};
-use mt_stream::policy::{ChannelPolicies, HistoryLimits};
-use mt_stream::protocol::{self, ChannelName};
+use mt_budget::Budget;
+use mt_hub::event_id::EventId;
+use mt_hub::history::memory::MemoryHistory;
+use mt_hub::hub::Hub;
+use mt_hub::metrics::Metrics;
+use mt_hub::outbound::{Event, Outbound};
+use mt_hub::policy::{ChannelPolicies, HistoryLimits};
+use mt_hub::protocol::{self, ChannelName};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 

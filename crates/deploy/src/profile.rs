@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::budget::{Budget, ByteSize};
+use mt_budget::{Budget, ByteSize};
 
 /// A Monkeytown environment: each has its own release, namespace and profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]

@@ -15,7 +15,7 @@ use crate::event_id::EventId;
 use crate::policy::HistoryLimits;
 
 /// The publish script, as shipped for other services in `scripts/publish.lua`.
-pub const PUBLISH_SCRIPT: &str = include_str!("../../scripts/publish.lua");
+pub const PUBLISH_SCRIPT: &str = include_str!("../../../../scripts/publish.lua");
 const READ_SCRIPT: &str = include_str!("read.lua");
 /// Longest wait for one history command.
 pub const TIMEOUT: Duration = Duration::from_secs(2);

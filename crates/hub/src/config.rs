@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use crate::budget::{self, Budget, ByteSize};
 use crate::policy::{ChannelPatterns, ChannelPolicies, HistoryLimits};
 use crate::protocol::ChannelPrefix;
+use mt_budget::{Budget, ByteSize};
 
 /// Flags of `mt-stream serve`; every flag is also an environment variable (the flag wins).
 #[derive(Debug, Clone, clap::Args)]
@@ -158,14 +158,14 @@ impl Config {
             NonZeroUsize::new(max_connections as usize).expect("positive_integer returns a non-zero value");
         let memory_limit = match &args.memory_limit {
             Some(text) => text.parse::<ByteSize>().map_err(|e| invalid("MT_MEMORY_LIMIT", e))?,
-            None => cgroup_limit.unwrap_or(budget::DEFAULT_MEMORY_LIMIT),
+            None => cgroup_limit.unwrap_or(mt_budget::DEFAULT_MEMORY_LIMIT),
         };
         let heartbeat_interval =
             Duration::from_millis(positive_integer("MT_HEARTBEAT_INTERVAL_MS", &args.heartbeat_interval_ms)?);
         let budget = Budget { max_connections, memory_limit, heartbeat_interval };
         budget.validate().map_err(|e| match e {
-            budget::BudgetError::HeartbeatTooShort(_) => invalid("MT_HEARTBEAT_INTERVAL_MS", e),
-            budget::BudgetError::TooManyConnections { .. } => invalid("MT_MAX_CONNECTIONS", e),
+            mt_budget::BudgetError::HeartbeatTooShort(_) => invalid("MT_HEARTBEAT_INTERVAL_MS", e),
+            mt_budget::BudgetError::TooManyConnections { .. } => invalid("MT_MAX_CONNECTIONS", e),
         })?;
 
         let allowed_origins = match args.allowed_origins.as_deref().map(str::trim) {

@@ -24,13 +24,13 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, Notify};
 
-use crate::budget::Budget;
 use crate::event_id::{self, EventId};
 use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::outbound::{Close, Event, Outbound, Push};
 use crate::policy::ChannelPolicies;
 use crate::protocol::{self, ChannelName, RequestError, MAX_CHANNELS_PER_CONNECTION};
+use mt_budget::Budget;
 
 /// Identifies a connection for the life of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -647,8 +647,8 @@ mod tests {
         batch
             .iter()
             .map(|e| {
-                let (_, body) = crate::wire::split_server_frame(&e.frame).unwrap();
-                let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+                let (frame, _) = mt_testkit::parse_server_frame(&e.frame).unwrap().unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
                 v["id"].as_str().unwrap().to_owned()
             })
             .collect()

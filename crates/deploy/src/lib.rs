@@ -29,7 +29,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::budget::{Budget, BudgetError, ByteSize, DEFAULT_MAX_CONNECTIONS};
+use mt_budget::{Budget, BudgetError, ByteSize, DEFAULT_MAX_CONNECTIONS};
 
 pub use apply::{ApplyError, ApplyOptions, FIELD_MANAGER};
 pub use objects::{Objects, Settings};

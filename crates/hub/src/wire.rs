@@ -101,18 +101,6 @@ pub fn close_frame_raw(code: u16, reason: &str) -> Bytes {
     frame(OPCODE_CLOSE, &payload)
 }
 
-/// Splits one complete unmasked frame into (opcode, payload); for tests and tools.
-pub fn split_server_frame(frame: &[u8]) -> Option<(u8, &[u8])> {
-    let opcode = frame.first()? & 0x0F;
-    let (len, header) = match frame.get(1)? & 0x7F {
-        126 => (u16::from_be_bytes(frame.get(2..4)?.try_into().ok()?) as usize, 4),
-        127 => (u64::from_be_bytes(frame.get(2..10)?.try_into().ok()?) as usize, 10),
-        n => (n as usize, 2),
-    };
-    let payload = frame.get(header..header + len)?;
-    Some((opcode, payload))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,9 +118,10 @@ mod tests {
             };
             assert_eq!(framed.len(), header + len, "len {len}");
             assert_eq!(framed[0], 0x81);
-            let (opcode, body) = split_server_frame(&framed).unwrap();
-            assert_eq!(opcode, OPCODE_TEXT);
-            assert_eq!(body, &payload[..]);
+            let (parsed, used) = mt_testkit::parse_server_frame(&framed).unwrap().unwrap();
+            assert_eq!(used, framed.len());
+            assert_eq!(parsed.opcode, OPCODE_TEXT);
+            assert_eq!(parsed.payload, payload);
         }
     }
 
@@ -140,7 +129,8 @@ mod tests {
     #[test]
     fn close_frames_carry_code_and_reason() {
         let framed = close_frame(CloseCode::SlowConsumer, &"é".repeat(100));
-        let (opcode, body) = split_server_frame(&framed).unwrap();
+        let (parsed, _) = mt_testkit::parse_server_frame(&framed).unwrap().unwrap();
+        let (opcode, body) = (parsed.opcode, &parsed.payload);
         assert_eq!(opcode, OPCODE_CLOSE);
         assert_eq!(u16::from_be_bytes([body[0], body[1]]), 4008);
         assert!(body.len() <= 125);

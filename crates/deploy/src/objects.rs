@@ -23,7 +23,7 @@ use super::profile::{
     Environment, Profile, Targets, CONNECTIONS_METRIC, PDB_MAX_UNAVAILABLE, SCALE_UP_PERCENT, SCALE_UP_PERIOD,
     SCALE_UP_PODS, SCALE_UP_WINDOW,
 };
-use crate::budget::Budget;
+use mt_budget::Budget;
 
 /// The chart's name, `app.kubernetes.io/name` of every Monkeytown object.
 pub const APP_NAME: &str = "monkeytown";
@@ -202,7 +202,7 @@ mod tests {
     use std::num::NonZeroUsize;
 
     use super::*;
-    use crate::budget::ByteSize;
+    use mt_budget::ByteSize;
 
     fn settings(environment: Environment) -> Settings {
         Settings {

@@ -1,4 +1,5 @@
-//! The pod budget: the one source of truth every limit is derived from.
+//! The pod budget: the one source of truth every limit is derived from. A crate of its own, with
+//! no dependencies, because the hub (`mt-hub`) and the deployer (`mt-deploy`) both need it.
 //!
 //! A [`Budget`] is (max connections, memory limit, heartbeat interval). Everything else the hub
 //! bounds (the per-connection outbound queue, the global queued bytes, the kernel socket buffers
@@ -74,9 +75,16 @@ impl fmt::Display for ByteSize {
 }
 
 /// Why a byte size did not parse.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("expected a byte size such as 1073741824, 512Mi or 1Gi, got {0:?}")]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ByteSizeError(String);
+
+impl fmt::Display for ByteSizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "expected a byte size such as 1073741824, 512Mi or 1Gi, got {:?}", self.0)
+    }
+}
+
+impl std::error::Error for ByteSizeError {}
 
 impl FromStr for ByteSize {
     type Err = ByteSizeError;
@@ -178,17 +186,27 @@ impl Budget {
 }
 
 /// A budget that cannot hold.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum BudgetError {
-    #[error(
-        "{max_connections} connections need {} of queues and socket buffers, more than half of the {} memory limit",
-        committed.human(),
-        memory_limit.human()
-    )]
     TooManyConnections { max_connections: usize, memory_limit: ByteSize, committed: ByteSize },
-    #[error("heartbeat interval {0:?} is shorter than 10ms")]
     HeartbeatTooShort(Duration),
 }
+
+impl fmt::Display for BudgetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooManyConnections { max_connections, memory_limit, committed } => write!(
+                f,
+                "{max_connections} connections need {} of queues and socket buffers, more than half of the {} memory limit",
+                committed.human(),
+                memory_limit.human()
+            ),
+            Self::HeartbeatTooShort(interval) => write!(f, "heartbeat interval {interval:?} is shorter than 10ms"),
+        }
+    }
+}
+
+impl std::error::Error for BudgetError {}
 
 /// Reads the cgroup v2 memory limit (`/sys/fs/cgroup/memory.max`); `None` when unlimited or absent.
 pub fn cgroup_memory_limit() -> Option<ByteSize> {

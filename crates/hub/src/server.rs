@@ -18,7 +18,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::budget;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::RejectReason;
@@ -113,8 +112,8 @@ pub async fn accept_loop<H, F>(
 pub fn tune_client_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let socket = socket2::SockRef::from(stream);
-    let _ = socket.set_send_buffer_size(budget::SOCKET_SEND_BUFFER.bytes() as usize);
-    let _ = socket.set_recv_buffer_size(budget::SOCKET_RECV_BUFFER.bytes() as usize);
+    let _ = socket.set_send_buffer_size(mt_budget::SOCKET_SEND_BUFFER.bytes() as usize);
+    let _ = socket.set_recv_buffer_size(mt_budget::SOCKET_RECV_BUFFER.bytes() as usize);
 }
 
 /// Socket options for the admin port.

@@ -404,12 +404,13 @@ mod tests {
     use super::*;
 
     fn body(frame: &Bytes) -> serde_json::Value {
-        let (opcode, payload) = wire::split_server_frame(frame).expect("a complete frame");
-        assert_eq!(opcode, wire::OPCODE_TEXT);
-        serde_json::from_slice(payload).expect("valid JSON")
+        let (parsed, used) = mt_testkit::parse_server_frame(frame).expect("a valid frame").expect("a complete frame");
+        assert_eq!(used, frame.len());
+        assert_eq!(parsed.opcode, wire::OPCODE_TEXT);
+        serde_json::from_slice(&parsed.payload).expect("valid JSON")
     }
 
-    /// Channel names follow DESIGN.md: 1–128 bytes of [A-Za-z0-9_.:-].
+    /// Channel names are 1–128 bytes of [A-Za-z0-9_.:-].
     #[test]
     fn channel_names_are_validated() {
         assert!(ChannelName::new("builds").is_ok());
