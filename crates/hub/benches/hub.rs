@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use mt_budget::Budget;
 use mt_hub::event_id::EventId;
 use mt_hub::history::memory::MemoryHistory;
-use mt_hub::hub::Hub;
+use mt_hub::hub::{Hub, SourceLink};
 use mt_hub::metrics::Metrics;
 use mt_hub::outbound::{Event, Outbound};
 use mt_hub::policy::{ChannelPolicies, HistoryLimits};
@@ -21,7 +21,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 fn hub() -> Arc<Hub> {
-    Arc::new(Hub::new(Budget::default(), Metrics::new(&mut Registry::default()), None, ChannelPolicies::default()))
+    Arc::new(Hub::new(
+        Budget::default(),
+        Metrics::new(&mut Registry::default()),
+        SourceLink::Embedded,
+        ChannelPolicies::default(),
+    ))
 }
 
 fn payload(size: usize) -> Vec<u8> {
@@ -40,7 +45,7 @@ fn fan_out(c: &mut Criterion) {
         let hub = hub();
         let sessions: Vec<_> = (0..subscribers)
             .map(|_| {
-                let session = hub.open_session();
+                let session = hub.open_client();
                 hub.subscribe(&session, std::slice::from_ref(&channel), &[]).unwrap();
                 session
             })
@@ -93,7 +98,7 @@ fn registry_churn(c: &mut Criterion) {
                     let hub = Arc::clone(&hub);
                     let channels = Arc::clone(&channels);
                     std::thread::spawn(move || {
-                        let session = hub.open_session();
+                        let session = hub.open_client();
                         for i in 0..iterations as usize {
                             let channel = &channels[(i * 7 + t) % channels.len()];
                             hub.subscribe(&session, std::slice::from_ref(channel), &[]).unwrap();

@@ -24,6 +24,7 @@
 //! - [`deploy`]: `mt-stream deploy`, the HPA and PDB generated from the budget and applied with kube.
 
 pub mod admin;
+pub mod close;
 pub mod config;
 pub mod event_id;
 pub mod history;

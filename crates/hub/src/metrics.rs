@@ -10,6 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+pub use crate::close::CloseReason;
+use crate::protocol::{RecoveryOutcome, ResumeFailure};
+
 /// Why an upgrade was refused.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum RejectReason {
@@ -48,52 +51,38 @@ pub struct RejectLabels {
     pub reason: RejectReason,
 }
 
-/// Why a connection ended.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed or went away.
-    Peer,
-    /// Shutdown drain (1001).
-    Drain,
-    /// Slow consumer (4008).
-    SlowConsumer,
-    /// Heartbeat timeout (4000).
-    HeartbeatTimeout,
-    /// A protocol violation, oversized or invalid frame, or repeated bad requests.
-    ProtocolError,
-    /// A socket error.
-    IoError,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub reason: CloseReason,
 }
 
-impl CloseReason {
+/// How a resume ended: the `outcome` label (`recovered`, or a [`ResumeFailure`]'s label).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct ResumeOutcome(pub RecoveryOutcome);
+
+impl ResumeOutcome {
+    /// Every label value.
+    pub fn all() -> impl Iterator<Item = Self> {
+        std::iter::once(Self(Ok(()))).chain(ResumeFailure::ALL.into_iter().map(|failure| Self(Err(failure))))
+    }
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Peer => "peer",
-            Self::Drain => "drain",
-            Self::SlowConsumer => "slow_consumer",
-            Self::HeartbeatTimeout => "heartbeat_timeout",
-            Self::ProtocolError => "protocol_error",
-            Self::IoError => "io_error",
+        match self.0 {
+            Ok(()) => "recovered",
+            Err(failure) => failure.label(),
         }
     }
 }
 
-impl EncodeLabelValue for CloseReason {
+impl EncodeLabelValue for ResumeOutcome {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.as_str())
     }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CloseLabels {
-    pub reason: CloseReason,
-}
-
-/// How a resume ended (the `outcome` label; bounded set).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResumeLabels {
-    /// `recovered`, or the `reason` of `recovered: false` in snake case.
-    pub outcome: &'static str,
+    pub outcome: ResumeOutcome,
 }
 
 /// The hub's metrics; cloned handles share the same values.
@@ -221,9 +210,9 @@ impl Metrics {
         self.connections_closed.get_or_create(&CloseLabels { reason }).inc();
     }
 
-    /// Counts a resume by how it ended (`recovered`, or the reason's label).
-    pub fn resumed(&self, outcome: &'static str) {
-        self.resumes.get_or_create(&ResumeLabels { outcome }).inc();
+    /// Counts a resume by how it ended.
+    pub fn resumed(&self, outcome: RecoveryOutcome) {
+        self.resumes.get_or_create(&ResumeLabels { outcome: ResumeOutcome(outcome) }).inc();
     }
 
     /// Counts a refused upgrade.

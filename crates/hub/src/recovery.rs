@@ -23,9 +23,9 @@ use tokio::sync::Semaphore;
 
 use crate::event_id::EventId;
 use crate::history::{History, Read};
-use crate::hub::{Finish, Hub, Session};
+use crate::hub::{Client, Finish, Hub};
 use crate::outbound::{Close, Event};
-use crate::protocol::{self, ChannelName, RecoveryOutcome};
+use crate::protocol::{self, ChannelName, RecoveryOutcome, ResumeFailure};
 
 /// Events per history read.
 pub const PAGE_SIZE: usize = 100;
@@ -40,11 +40,6 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// Replayed bytes a client's queue may hold at once (at most half its cap): enough to keep its
 /// socket busy, small enough that 1000 clients resuming together queue ~32 MiB, not the budget.
 pub const REPLAY_QUEUE_BYTES: usize = 32 << 10;
-
-pub const TRUNCATED: &str = "history truncated";
-pub const EXPIRED: &str = "history expired";
-pub const UNKNOWN_ID: &str = "unknown id";
-pub const NO_HISTORY: &str = "no history kept for this channel";
 
 /// The resume service of a hub.
 pub struct Recovery {
@@ -62,9 +57,9 @@ impl Recovery {
 
     /// Resumes each `(channel, since)` of a connection, in order. The channels must already be
     /// subscribed as recovering ([`Hub::subscribe`] with them in `resume`).
-    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, session: Arc<Session>, requests: Vec<(ChannelName, EventId)>) {
+    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, client: Arc<Client>, requests: Vec<(ChannelName, EventId)>) {
         for (channel, since) in requests {
-            if self.resume(&hub, &session, &channel, since).await.is_err() {
+            if self.resume(&hub, &client, &channel, since).await.is_err() {
                 return;
             }
         }
@@ -73,7 +68,7 @@ impl Recovery {
     async fn resume(
         &self,
         hub: &Hub,
-        session: &Arc<Session>,
+        client: &Arc<Client>,
         channel: &ChannelName,
         since: EventId,
     ) -> Result<(), Abandoned> {
@@ -84,38 +79,38 @@ impl Recovery {
         let mut first_read = true;
         for _round in 0..MAX_ROUNDS {
             while !hub.wait_live(channel, RECHECK).await {
-                check_open(session)?;
-                if !hub.is_recovering(session.id, channel) {
+                check_open(client)?;
+                if !hub.is_recovering(client.id, channel) {
                     return Ok(()); // unsubscribed meanwhile
                 }
             }
             loop {
-                let read = self.read(hub, session, channel, cursor).await?;
+                let read = self.read(hub, client, channel, cursor).await?;
                 let page = match read {
                     Read::NoStream => {
                         if first_read {
-                            outcome = Err(EXPIRED);
+                            outcome = Err(ResumeFailure::Expired);
                         }
                         break;
                     }
                     Read::Page(page) => page,
                 };
                 if first_read && since > page.last_id {
-                    outcome = Err(UNKNOWN_ID);
+                    outcome = Err(ResumeFailure::UnknownId);
                     cursor = page.last_id;
                     break;
                 }
                 first_read = false;
                 if cursor < page.max_deleted {
-                    outcome = Err(TRUNCATED);
+                    outcome = Err(ResumeFailure::Truncated);
                 }
                 let full = page.entries.len() == PAGE_SIZE;
                 hub.metrics.history_replayed.inc_by(page.entries.len() as u64);
                 for (id, payload) in page.entries {
                     let mut id_text = [0u8; crate::event_id::MAX_ID_LEN];
                     let frame = protocol::encode_event(channel, id.write(&mut id_text), &payload);
-                    wait_for_room(session, frame.len()).await?;
-                    session.outbound.push(&Event::delivery(frame, Instant::now(), channel.clone(), id, conflate));
+                    wait_for_room(client, frame.len()).await?;
+                    client.outbound.push(&Event::delivery(frame, Instant::now(), channel.clone(), id, conflate));
                     cursor = id;
                     replayed += 1;
                 }
@@ -124,21 +119,21 @@ impl Recovery {
                 }
             }
             first_read = false;
-            let finish = hub.finish_recovery(session, channel, cursor, |handed_over| {
+            let finish = hub.finish_recovery(client, channel, cursor, |handed_over| {
                 protocol::encode_recovered(channel, since, replayed + handed_over, outcome)
             });
             match finish {
                 Finish::Live { .. } => {
-                    hub.metrics.resumed(outcome.err().map_or("recovered", outcome_label));
+                    hub.metrics.resumed(outcome);
                     return Ok(());
                 }
                 Finish::Gone => return Err(Abandoned),
                 Finish::ReadMore => {}
             }
         }
-        tracing::info!(session = session.id.0, %channel, "resume cannot keep up with live events; closing with 4008");
+        tracing::info!(client = client.id.0, %channel, "resume cannot keep up with live events; closing with 4008");
         hub.metrics.slow_consumer_disconnects.inc();
-        session.outbound.close(Close::SLOW_CONSUMER);
+        client.outbound.close(Close::SlowConsumer);
         Err(Abandoned)
     }
 
@@ -146,11 +141,11 @@ impl Recovery {
     async fn read(
         &self,
         hub: &Hub,
-        session: &Session,
+        client: &Client,
         channel: &ChannelName,
         cursor: EventId,
     ) -> Result<Read, Abandoned> {
-        let open = || session.outbound.close_reason().is_none();
+        let open = || client.outbound.close_reason().is_none();
         read_page(&self.history, hub, channel, cursor, Some(&self.reads), open).await.ok_or(Abandoned)
     }
 }
@@ -243,18 +238,8 @@ async fn catch_up_channel(history: &History, hub: &Hub, channel: &ChannelName, f
     None
 }
 
-/// The `outcome` label of a `recovered: false` reason.
-pub fn outcome_label(reason: &'static str) -> &'static str {
-    match reason {
-        TRUNCATED => "truncated",
-        EXPIRED => "expired",
-        UNKNOWN_ID => "unknown_id",
-        _ => "no_history",
-    }
-}
-
-fn check_open(session: &Session) -> Result<(), Abandoned> {
-    match session.outbound.close_reason() {
+fn check_open(client: &Client) -> Result<(), Abandoned> {
+    match client.outbound.close_reason() {
         Some(_) => Err(Abandoned),
         None => Ok(()),
     }
@@ -263,11 +248,11 @@ fn check_open(session: &Session) -> Result<(), Abandoned> {
 /// Waits until the client's queue can take `len` more bytes of replay: replay may fill
 /// [`REPLAY_QUEUE_BYTES`] and at most half the queue, so live events of its other channels
 /// still fit.
-async fn wait_for_room(session: &Session, len: usize) -> Result<(), Abandoned> {
-    let half = (session.outbound.cap() / 2).min(REPLAY_QUEUE_BYTES);
+async fn wait_for_room(client: &Client, len: usize) -> Result<(), Abandoned> {
+    let half = (client.outbound.cap() / 2).min(REPLAY_QUEUE_BYTES);
     loop {
-        check_open(session)?;
-        if session.outbound.wait_for_room(|queued| queued == 0 || queued + len <= half, RECHECK).await {
+        check_open(client)?;
+        if client.outbound.wait_for_room(|queued| queued == 0 || queued + len <= half, RECHECK).await {
             return Ok(());
         }
     }

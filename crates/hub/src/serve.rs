@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, SourceConfig};
 use crate::history::memory::MemoryHistory;
 use crate::history::History;
-use crate::hub::Hub;
+use crate::hub::{Hub, SourceLink};
 use crate::metrics::Metrics;
 use crate::outbound::Close;
 use crate::recovery::Recovery;
@@ -59,7 +59,7 @@ pub async fn run(
     let policies = config.policies.clone();
     let (source, hub, history) = match &config.source {
         SourceConfig::Embedded => {
-            let hub = Arc::new(Hub::new(config.budget, metrics, None, policies.clone()));
+            let hub = Arc::new(Hub::new(config.budget, metrics, SourceLink::Embedded, policies.clone()));
             let cap = config.budget.embedded_history_cap().bytes() as usize;
             let history = Arc::new(MemoryHistory::new(policies.limits.clone(), cap));
             let broker = EmbeddedBroker::new(Arc::clone(&hub), Arc::clone(&history));
@@ -67,7 +67,8 @@ pub async fn run(
         }
         SourceConfig::Redis { url } => {
             let (interest_tx, interest_rx) = mpsc::unbounded_channel();
-            let hub = Arc::new(Hub::new(config.budget, metrics, Some(interest_tx), policies));
+            let hub =
+                Arc::new(Hub::new(config.budget, metrics, SourceLink::OnDemand { interest: interest_tx }, policies));
             let redis =
                 RedisSource::start(url, config.channel_prefix.clone(), Arc::clone(&hub), interest_rx, &shutdown)?;
             let history = redis.history();
@@ -115,18 +116,18 @@ pub async fn run(
 
 /// Closes every connection with 1001, spread evenly over `window`.
 async fn drain(hub: &Hub, window: Duration) -> usize {
-    let sessions = hub.sessions();
-    let count = sessions.len();
+    let clients = hub.clients();
+    let count = clients.len();
     tracing::info!(connections = count, window_seconds = window.as_secs(), "draining");
     if count > 0 {
         let step = window / count as u32;
         let start = tokio::time::Instant::now();
-        for (i, session) in sessions.iter().enumerate() {
+        for (i, client) in clients.iter().enumerate() {
             tokio::time::sleep_until(start + step * i as u32).await;
-            session.outbound.close(Close::DRAIN);
+            client.outbound.close(Close::Drain);
         }
     }
     // Upgrades admitted just before the drain began.
-    hub.close_all_now(Close::DRAIN);
+    hub.close_all_now(Close::Drain);
     count
 }

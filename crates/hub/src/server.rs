@@ -177,8 +177,11 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
         Ok(pair) => pair,
         Err(error) => return refuse(app, RejectReason::BadRequest, StatusCode::BAD_REQUEST, error.to_string()),
     };
-    let hub = Arc::clone(&app.hub);
-    let recovery = Arc::clone(&app.recovery);
+    let services = session::Services {
+        hub: Arc::clone(&app.hub),
+        recovery: Arc::clone(&app.recovery),
+        shutdown: app.shutdown.clone(),
+    };
     app.shutdown.spawn(async move {
         let _admission = admission;
         let websocket = match upgraded.await {
@@ -198,7 +201,7 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
                 // early (usually nothing) and let the buffer go.
                 let leftover = Bytes::copy_from_slice(&parts.read_buf);
                 drop(parts.read_buf);
-                session::run(hub, recovery, parts.io.into_inner(), leftover, query).await
+                session::run(services, parts.io.into_inner(), leftover, query).await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }

@@ -1,8 +1,12 @@
 //! The one shutdown handle: a cancellation token (SIGTERM/SIGINT cancel it) and a task tracker
 //! every long-lived task is spawned on, so the drain can wait for all of them.
 //!
-//! hyper's graceful shutdown does not see upgraded sockets, so WebSocket sessions are tracked
-//! here like every other task.
+//! Tracked: each WebSocket connection (hyper's graceful shutdown does not see upgraded sockets)
+//! and its reader, each resume task, each catch-up task, and the Redis source's pump,
+//! subscriptions and canary tasks. Not tracked, on purpose: the two accept loops (they run until
+//! `crate::serve` aborts them after the drain, so waiting for them would never end) and a
+//! connection's HTTP phase before its upgrade (bounded by the header timeout; an idle keep-alive
+//! connection to the admin port must not hold up the drain).
 
 use std::future::Future;
 

@@ -14,36 +14,6 @@ pub const OPCODE_CLOSE: u8 = 0x8;
 pub const OPCODE_PING: u8 = 0x9;
 pub const OPCODE_PONG: u8 = 0xA;
 
-/// Close codes the hub sends (DESIGN.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u16)]
-pub enum CloseCode {
-    /// The peer closed; we echo its close.
-    Normal = 1000,
-    /// Shutdown drain.
-    GoingAway = 1001,
-    /// Protocol violation by the peer.
-    ProtocolError = 1002,
-    /// Invalid UTF-8 in a text frame.
-    InvalidPayload = 1007,
-    /// Policy: repeated bad requests.
-    Policy = 1008,
-    /// A client frame over 4 KiB.
-    TooBig = 1009,
-    /// Internal error.
-    Internal = 1011,
-    /// Heartbeat timeout: the peer answered no ping.
-    HeartbeatTimeout = 4000,
-    /// Slow consumer: its queue exceeded the budget.
-    SlowConsumer = 4008,
-}
-
-impl CloseCode {
-    pub fn as_u16(self) -> u16 {
-        self as u16
-    }
-}
-
 /// Writes a frame header for `len` payload bytes ending at `end` of `buffer`; returns where it starts.
 fn write_header(buffer: &mut [u8], end: usize, opcode: u8, len: usize) -> usize {
     let first = 0x80 | opcode; // FIN, no RSV bits
@@ -84,13 +54,9 @@ pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
     Bytes::from(buffer).slice(start..)
 }
 
-/// A close frame with `code` and a short reason (at most 123 bytes are kept).
-pub fn close_frame(code: CloseCode, reason: &str) -> Bytes {
-    close_frame_raw(code.as_u16(), reason)
-}
-
-/// A close frame with any code (used to echo the peer's code).
-pub fn close_frame_raw(code: u16, reason: &str) -> Bytes {
+/// A close frame with `code` and a short reason (at most 123 bytes are kept). The codes and
+/// reasons the hub sends are in [`crate::close`].
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
     let mut cut = reason.len().min(123);
@@ -128,7 +94,7 @@ mod tests {
     /// Close frames carry the code big-endian and a truncated reason.
     #[test]
     fn close_frames_carry_code_and_reason() {
-        let framed = close_frame(CloseCode::SlowConsumer, &"é".repeat(100));
+        let framed = close_frame(4008, &"é".repeat(100));
         let (parsed, _) = mt_testkit::parse_server_frame(&framed).unwrap().unwrap();
         let (opcode, body) = (parsed.opcode, &parsed.payload);
         assert_eq!(opcode, OPCODE_CLOSE);

@@ -42,6 +42,19 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages fred may buffer for the pump before the oldest are dropped (and counted).
 const MESSAGE_BUFFER: usize = 16_384;
 
+/// What the source's three tasks share; each holds its own clone.
+#[derive(Clone)]
+struct Shared {
+    hub: Arc<Hub>,
+    prefix: ChannelPrefix,
+    /// The private channel the canary is published on (never a hub channel: `!` is not allowed
+    /// in channel names).
+    canary_channel: String,
+    /// When the last event (canary included) arrived; written by the pump, read by readiness.
+    last_event: Arc<LastEvent>,
+    shutdown: Shutdown,
+}
+
 /// The Redis source.
 pub struct RedisSource {
     subscriber: Client,
@@ -87,33 +100,25 @@ impl RedisSource {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         );
-        shutdown.spawn(pump(
-            messages,
-            Arc::clone(&hub),
-            prefix.clone(),
-            canary_channel.clone(),
-            Arc::clone(&last_event),
-            shutdown.clone(),
-        ));
-        shutdown.spawn(subscriptions(
-            subscriber.clone(),
-            Arc::clone(&hub),
-            prefix.clone(),
-            canary_channel.clone(),
-            interest,
-            reconnects,
-            Arc::clone(&last_event),
-            History::Redis { client: publisher.clone(), prefix: prefix.clone() },
-            shutdown.clone(),
-        ));
-        shutdown.spawn(canary(
-            subscriber.clone(),
-            publisher.clone(),
+        let shared = Shared {
+            hub: Arc::clone(&hub),
+            prefix: prefix.clone(),
             canary_channel,
-            Arc::clone(&hub),
-            Arc::clone(&last_event),
-            shutdown.clone(),
-        ));
+            last_event: Arc::clone(&last_event),
+            shutdown: shutdown.clone(),
+        };
+        shutdown.spawn(pump(shared.clone(), messages));
+        shutdown.spawn(
+            Subscriptions {
+                shared: shared.clone(),
+                subscriber: subscriber.clone(),
+                interest,
+                reconnects,
+                history: History::Redis { client: publisher.clone(), prefix: prefix.clone() },
+            }
+            .run(),
+        );
+        shutdown.spawn(canary(shared, subscriber.clone(), publisher.clone()));
         Ok(Self { subscriber, publisher, prefix, hub, last_event, started: Instant::now() })
     }
 
@@ -188,14 +193,8 @@ fn build_client(config: &Config) -> Result<Client, fred::error::Error> {
 }
 
 /// Reads subscriber messages in arrival order and fans them out.
-async fn pump(
-    mut messages: broadcast::Receiver<fred::types::Message>,
-    hub: Arc<Hub>,
-    prefix: ChannelPrefix,
-    canary_channel: String,
-    last_event: Arc<LastEvent>,
-    shutdown: Shutdown,
-) {
+async fn pump(shared: Shared, mut messages: broadcast::Receiver<fred::types::Message>) {
+    let Shared { hub, prefix, canary_channel, last_event, shutdown } = &shared;
     loop {
         let received = tokio::select! {
             biased;
@@ -223,83 +222,97 @@ async fn pump(
     }
 }
 
-/// The only sender of SUBSCRIBE/UNSUBSCRIBE, so they are applied in order.
-#[allow(clippy::too_many_arguments)]
-async fn subscriptions(
+/// The subscriptions task: the only sender of SUBSCRIBE/UNSUBSCRIBE, so they are applied in
+/// order.
+struct Subscriptions {
+    shared: Shared,
     subscriber: Client,
-    hub: Arc<Hub>,
-    prefix: ChannelPrefix,
-    canary_channel: String,
-    mut interest: mpsc::UnboundedReceiver<ChannelName>,
-    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
-    last_event: Arc<LastEvent>,
+    /// Channels whose local interest changed (from the hub).
+    interest: mpsc::UnboundedReceiver<ChannelName>,
+    /// Every (re)connect of the subscriber.
+    reconnects: broadcast::Receiver<fred::types::config::Server>,
+    /// Where kept channels catch up from after a reconnect.
     history: History,
-    shutdown: Shutdown,
-) {
-    let mut first_connect = true;
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            reconnect = reconnects.recv() => {
-                if matches!(reconnect, Err(broadcast::error::RecvError::Closed)) {
-                    return;
-                }
-                let reconnected = !first_connect;
-                if reconnected {
-                    hub.metrics.source_reconnects.inc();
-                }
-                first_connect = false;
-                last_event.forget();
-                hub.mark_all_not_live();
-                let wanted = hub.channel_names();
-                // Kept channels hold their live events back from now on, until what was
-                // published while the subscription was down has been read from history.
-                let catching_up: Vec<(ChannelName, EventId)> = if reconnected {
-                    wanted.iter().filter_map(|c| hub.begin_catch_up(c).map(|from| (c.clone(), from))).collect()
-                } else {
-                    Vec::new()
-                };
-                let mut channels: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
-                channels.push(canary_channel.clone());
-                tracing::info!(channels = channels.len(), catching_up = catching_up.len(), "redis connected; subscribing");
-                match subscribe_and_confirm(&subscriber, channels).await {
-                    Ok(()) => {
-                        hub.mark_live(&wanted);
-                        if !catching_up.is_empty() {
-                            shutdown.spawn(recovery::catch_up(history.clone(), Arc::clone(&hub), catching_up));
-                        }
+}
+
+impl Subscriptions {
+    async fn run(mut self) {
+        let mut first_connect = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shared.shutdown.cancelled() => return,
+                reconnect = self.reconnects.recv() => {
+                    if matches!(reconnect, Err(broadcast::error::RecvError::Closed)) {
+                        return;
                     }
-                    Err(error) => {
-                        for (channel, _) in &catching_up {
-                            hub.abandon_catch_up(channel);
-                        }
-                        tracing::warn!(%error, "resubscribe failed; forcing a reconnect");
-                        let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
-                    }
+                    self.on_connect(!first_connect).await;
+                    first_connect = false;
+                }
+                Some(first) = self.interest.recv() => self.on_interest(first).await,
+            }
+        }
+    }
+
+    /// After every (re)connect: subscribe everything the hub wants again (and the canary); after
+    /// a *re*connect, kept channels first catch up from history.
+    async fn on_connect(&self, reconnected: bool) {
+        let Shared { hub, prefix, canary_channel, last_event, shutdown } = &self.shared;
+        if reconnected {
+            hub.metrics.source_reconnects.inc();
+        }
+        last_event.forget();
+        hub.mark_all_not_live();
+        let wanted = hub.channel_names();
+        // Kept channels hold their live events back from now on, until what was published
+        // while the subscription was down has been read from history.
+        let catching_up: Vec<(ChannelName, EventId)> = if reconnected {
+            wanted.iter().filter_map(|c| hub.begin_catch_up(c).map(|from| (c.clone(), from))).collect()
+        } else {
+            Vec::new()
+        };
+        let mut channels: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
+        channels.push(canary_channel.clone());
+        tracing::info!(channels = channels.len(), catching_up = catching_up.len(), "redis connected; subscribing");
+        match subscribe_and_confirm(&self.subscriber, channels).await {
+            Ok(()) => {
+                hub.mark_live(&wanted);
+                if !catching_up.is_empty() {
+                    shutdown.spawn(recovery::catch_up(self.history.clone(), Arc::clone(hub), catching_up));
                 }
             }
-            Some(first) = interest.recv() => {
-                let mut changed: HashSet<ChannelName> = HashSet::from([first]);
-                while let Ok(more) = interest.try_recv() {
-                    changed.insert(more);
+            Err(error) => {
+                for (channel, _) in &catching_up {
+                    hub.abandon_catch_up(channel);
                 }
-                let (wanted, unwanted): (Vec<ChannelName>, Vec<ChannelName>) =
-                    changed.into_iter().partition(|c| hub.has_subscribers(c));
-                if !wanted.is_empty() {
-                    let names: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
-                    match subscribe_and_confirm(&subscriber, names).await {
-                        Ok(()) => hub.mark_live(&wanted),
-                        // The next (re)connect subscribes everything the hub wants.
-                        Err(error) => tracing::warn!(%error, "subscribe failed"),
-                    }
-                }
-                if !unwanted.is_empty() {
-                    let names: Vec<String> = unwanted.iter().map(|c| prefix.redis_channel(c)).collect();
-                    if let Err(error) = command(subscriber.unsubscribe(names)).await {
-                        tracing::warn!(%error, "unsubscribe failed");
-                    }
-                }
+                tracing::warn!(%error, "resubscribe failed; forcing a reconnect");
+                let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.subscriber.force_reconnection()).await;
+            }
+        }
+    }
+
+    /// Applies a batch of interest changes: subscribe the channels that gained their first
+    /// subscriber, unsubscribe those that lost their last.
+    async fn on_interest(&mut self, first: ChannelName) {
+        let Shared { hub, prefix, .. } = &self.shared;
+        let mut changed: HashSet<ChannelName> = HashSet::from([first]);
+        while let Ok(more) = self.interest.try_recv() {
+            changed.insert(more);
+        }
+        let (wanted, unwanted): (Vec<ChannelName>, Vec<ChannelName>) =
+            changed.into_iter().partition(|c| hub.has_subscribers(c));
+        if !wanted.is_empty() {
+            let names: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
+            match subscribe_and_confirm(&self.subscriber, names).await {
+                Ok(()) => hub.mark_live(&wanted),
+                // The next (re)connect subscribes everything the hub wants.
+                Err(error) => tracing::warn!(%error, "subscribe failed"),
+            }
+        }
+        if !unwanted.is_empty() {
+            let names: Vec<String> = unwanted.iter().map(|c| prefix.redis_channel(c)).collect();
+            if let Err(error) = command(self.subscriber.unsubscribe(names)).await {
+                tracing::warn!(%error, "unsubscribe failed");
             }
         }
     }
@@ -321,14 +334,8 @@ async fn command<T>(future: impl std::future::Future<Output = Result<T, fred::er
 }
 
 /// Publishes the canary, keeps the gauges fresh, and reconnects a silent subscription.
-async fn canary(
-    subscriber: Client,
-    publisher: Client,
-    canary_channel: String,
-    hub: Arc<Hub>,
-    last_event: Arc<LastEvent>,
-    shutdown: Shutdown,
-) {
+async fn canary(shared: Shared, subscriber: Client, publisher: Client) {
+    let Shared { hub, canary_channel, last_event, shutdown, .. } = &shared;
     let started = Instant::now();
     let mut ticks = tokio::time::interval(CANARY_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,7 +351,7 @@ async fn canary(
         if publisher.is_connected() {
             let _ = command(publisher.publish::<i64, _, _>(canary_channel.as_str(), sequence.to_string())).await;
         }
-        let ready = readiness(&subscriber, &last_event, started);
+        let ready = readiness(&subscriber, last_event, started);
         hub.metrics.redis_connected.set(ready.is_ok() as i64);
         if let Some(at) = last_event.get() {
             hub.metrics.source_last_event_age_seconds.set(at.elapsed().as_secs_f64());

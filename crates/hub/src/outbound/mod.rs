@@ -13,108 +13,17 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
-use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
-use crate::event_id::EventId;
+mod conflate;
+mod event;
+
+pub use crate::close::Close;
 use crate::lock::lock;
-use crate::metrics::CloseReason;
-use crate::protocol::{self, ChannelName};
-use crate::wire::CloseCode;
-
-/// One framed message, shared by every queue it is pushed to.
-#[derive(Debug)]
-pub struct Event {
-    /// The complete WebSocket frame.
-    pub frame: Bytes,
-    /// When the source handed it to the hub (delivery lag is measured from here).
-    pub received_at: Instant,
-    pub kind: EventKind,
-}
-
-/// What a queued frame is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventKind {
-    /// A reply or control frame.
-    Control,
-    /// A channel event (counted as a delivery).
-    Delivery { channel: ChannelName, id: EventId, conflate: bool },
-    /// A `skipped` notice left by conflation.
-    Skipped(Skip),
-}
-
-/// Events of one channel dropped by conflation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skip {
-    pub channel: ChannelName,
-    pub count: u64,
-    pub from: EventId,
-    pub to: EventId,
-}
-
-impl Event {
-    /// A reply or control frame for one connection.
-    pub fn control(frame: Bytes) -> Arc<Self> {
-        Arc::new(Self { frame, received_at: Instant::now(), kind: EventKind::Control })
-    }
-
-    /// A channel event (its frame built by [`protocol::encode_event`]).
-    pub fn delivery(
-        frame: Bytes,
-        received_at: Instant,
-        channel: ChannelName,
-        id: EventId,
-        conflate: bool,
-    ) -> Arc<Self> {
-        Arc::new(Self { frame, received_at, kind: EventKind::Delivery { channel, id, conflate } })
-    }
-
-    pub fn is_delivery(&self) -> bool {
-        matches!(self.kind, EventKind::Delivery { .. })
-    }
-
-    /// The channel and id of a delivery.
-    pub fn delivery_id(&self) -> Option<(&ChannelName, EventId)> {
-        match &self.kind {
-            EventKind::Delivery { channel, id, .. } => Some((channel, *id)),
-            _ => None,
-        }
-    }
-
-    fn conflated_channel(&self) -> Option<&ChannelName> {
-        match &self.kind {
-            EventKind::Delivery { channel, conflate: true, .. } => Some(channel),
-            EventKind::Skipped(skip) => Some(&skip.channel),
-            _ => None,
-        }
-    }
-}
-
-/// Why and how the connection is to be closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Close {
-    /// The close code sent to the peer.
-    pub code: u16,
-    /// The reason text sent with it.
-    pub reason: &'static str,
-    /// The metric label of the cause.
-    pub cause: CloseReason,
-}
-
-impl Close {
-    pub const fn new(code: CloseCode, reason: &'static str, cause: CloseReason) -> Self {
-        Self { code: code as u16, reason, cause }
-    }
-
-    pub const SLOW_CONSUMER: Close =
-        Close::new(CloseCode::SlowConsumer, "slow consumer: queue over budget", CloseReason::SlowConsumer);
-    pub const HEARTBEAT_TIMEOUT: Close =
-        Close::new(CloseCode::HeartbeatTimeout, "heartbeat timeout", CloseReason::HeartbeatTimeout);
-    pub const DRAIN: Close = Close::new(CloseCode::GoingAway, "server shutting down", CloseReason::Drain);
-}
+use conflate::conflate;
+pub use event::{Event, EventKind, Skip};
 
 /// What a push did.
 #[derive(Debug, PartialEq, Eq)]
@@ -131,6 +40,7 @@ pub enum Push {
 #[derive(Default)]
 struct State {
     frames: VecDeque<Arc<Event>>,
+    /// Frame bytes in `frames` (what the cap bounds).
     bytes: usize,
     close: Option<Close>,
 }
@@ -207,7 +117,7 @@ impl Outbound {
             };
             self.queued_bytes.dec_by(freed as i64);
             if state.bytes > 0 && state.bytes + len > self.cap {
-                self.close_locked(state, Close::SLOW_CONSUMER);
+                self.close_locked(state, Close::SlowConsumer);
                 return Push::Overflowed;
             }
             conflated = true;
@@ -307,74 +217,6 @@ impl Outbound {
     }
 }
 
-/// Conflates the queue before an event of `incoming` is added: every queued delivery of a
-/// conflated channel that is not its channel's newest (and every queued one of `incoming`,
-/// which the new event supersedes) is dropped, and each channel's drops are announced by one
-/// `skipped` notice just before what replaces them (merged with an earlier notice still
-/// queued). Returns the bytes freed.
-fn conflate(state: &mut State, incoming: &ChannelName) -> usize {
-    let before = state.bytes;
-    // The newest queued delivery of each conflated channel survives, unless `incoming` replaces it.
-    let mut newest: Vec<(&ChannelName, usize)> = Vec::new();
-    for (at, event) in state.frames.iter().enumerate() {
-        if let EventKind::Delivery { channel, conflate: true, .. } = &event.kind {
-            match newest.iter_mut().find(|(c, _)| *c == channel) {
-                Some(slot) => slot.1 = at,
-                None => newest.push((channel, at)),
-            }
-        }
-    }
-    let survivors: Vec<usize> = newest.iter().filter(|(c, _)| *c != incoming).map(|(_, at)| *at).collect();
-    let mut skips: Vec<Skip> = Vec::new();
-    let mut kept: VecDeque<Arc<Event>> = VecDeque::with_capacity(state.frames.len());
-    let mut bytes = 0;
-    for (at, event) in std::mem::take(&mut state.frames).into_iter().enumerate() {
-        let Some(channel) = event.conflated_channel() else {
-            bytes += event.frame.len();
-            kept.push_back(event);
-            continue;
-        };
-        if survivors.contains(&at) {
-            if let Some(i) = skips.iter().position(|s| &s.channel == channel) {
-                let notice = skip_notice(skips.swap_remove(i));
-                bytes += notice.frame.len();
-                kept.push_back(notice);
-            }
-            bytes += event.frame.len();
-            kept.push_back(event);
-            continue;
-        }
-        let (count, from, to) = match &event.kind {
-            EventKind::Delivery { id, .. } => (1, *id, *id),
-            EventKind::Skipped(skip) => (skip.count, skip.from, skip.to),
-            EventKind::Control => unreachable!("control frames have no conflated channel"),
-        };
-        match skips.iter_mut().find(|s| &s.channel == channel) {
-            Some(skip) => {
-                skip.count += count;
-                skip.from = skip.from.min(from);
-                skip.to = skip.to.max(to);
-            }
-            None => skips.push(Skip { channel: channel.clone(), count, from, to }),
-        }
-    }
-    // What is left announces drops of `incoming` (or of channels whose only queued item was a
-    // notice): it goes last, just before the incoming event.
-    for skip in skips {
-        let notice = skip_notice(skip);
-        bytes += notice.frame.len();
-        kept.push_back(notice);
-    }
-    state.frames = kept;
-    state.bytes = bytes;
-    before.saturating_sub(bytes)
-}
-
-fn skip_notice(skip: Skip) -> Arc<Event> {
-    let frame = protocol::encode_skipped(&skip.channel, skip.count, skip.from, skip.to);
-    Arc::new(Event { frame, received_at: Instant::now(), kind: EventKind::Skipped(skip) })
-}
-
 impl Drop for Outbound {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -386,7 +228,13 @@ impl Drop for Outbound {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+
     use super::*;
+    use crate::event_id::EventId;
+    use crate::protocol::{self, ChannelName};
 
     fn event(len: usize) -> Arc<Event> {
         Arc::new(Event { frame: Bytes::from(vec![0u8; len]), received_at: Instant::now(), kind: EventKind::Control })
@@ -437,7 +285,7 @@ mod tests {
         strict.push(&delivery("x", 1, false));
         strict.push(&delivery("x", 2, false));
         assert_eq!(strict.push(&delivery("p", 3, true)), Push::Overflowed, "nothing to conflate");
-        assert_eq!(strict.close_reason(), Some(Close::SLOW_CONSUMER));
+        assert_eq!(strict.close_reason(), Some(Close::SlowConsumer));
     }
 
     /// Frames queue up to the cap; the push that passes it closes with 4008 and frees the queue.
@@ -452,7 +300,7 @@ mod tests {
         assert_eq!(queue.push(&event(1)), Push::Overflowed);
         assert_eq!(gauge.get(), 0);
         assert_eq!(queue.queued(), 0);
-        assert_eq!(queue.close_reason(), Some(Close::SLOW_CONSUMER));
+        assert_eq!(queue.close_reason(), Some(Close::SlowConsumer));
         assert_eq!(queue.push(&event(1)), Push::Closed);
     }
 
@@ -486,8 +334,8 @@ mod tests {
     #[test]
     fn first_close_wins() {
         let queue = Outbound::new(100, Gauge::default());
-        assert!(queue.close(Close::DRAIN));
-        assert!(!queue.close(Close::HEARTBEAT_TIMEOUT));
-        assert_eq!(queue.close_reason(), Some(Close::DRAIN));
+        assert!(queue.close(Close::Drain));
+        assert!(!queue.close(Close::HeartbeatTimeout));
+        assert_eq!(queue.close_reason(), Some(Close::Drain));
     }
 }

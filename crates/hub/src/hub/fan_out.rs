@@ -1,0 +1,103 @@
+//! Publishing an event to a channel's subscribers: framed once under the channel's lock (which
+//! fixes its id and so the per-channel order), the same bytes pushed to every live subscriber's
+//! queue, and to each recovering subscription through its seam.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::client::Client;
+use super::registry::{Channel, ChannelInner};
+use super::seam::LiveEvent;
+use super::Hub;
+use crate::event_id::{self, EventId};
+use crate::lock::lock;
+use crate::outbound::{Event, Push};
+use crate::protocol::{self, ChannelName};
+
+/// Most live bytes a catching-up channel holds back before it reads history further instead.
+pub(super) const CATCH_UP_BUFFER: usize = 4 << 20;
+
+impl Hub {
+    /// Fans an event out to the channel's subscribers; returns how many queues took it. `id` is
+    /// the event's history id; without one (a channel without history, or a plain Redis
+    /// PUBLISH) the hub makes one up that follows the channel's last.
+    pub fn publish(&self, channel: &ChannelName, id: Option<EventId>, payload: &[u8], received_at: Instant) -> usize {
+        self.metrics.messages_received.inc();
+        let Some(channel_state) = self.channel(channel) else { return 0 };
+        let inner = &mut *lock(&channel_state.inner);
+        let mut held_back = false;
+        if let Some(seam) = &inner.catch_up {
+            match seam.on_live(id) {
+                LiveEvent::Hold => held_back = true,
+                LiveEvent::Skip => return 0,
+                LiveEvent::GoLive => inner.catch_up = None,
+            }
+        }
+        let assigned = id.unwrap_or_else(|| EventId::next_after(inner.last_id, event_id::now_ms()));
+        inner.last_id = inner.last_id.max(assigned);
+        let event = self.event(channel, &channel_state, assigned, payload, received_at);
+        match &mut inner.catch_up {
+            Some(seam) if held_back => {
+                seam.hold(id, &event, CATCH_UP_BUFFER);
+                0
+            }
+            _ => self.fan_out(inner, id, &event),
+        }
+    }
+
+    /// The shared, framed event.
+    pub(super) fn event(
+        &self,
+        channel: &ChannelName,
+        channel_state: &Channel,
+        id: EventId,
+        payload: &[u8],
+        received_at: Instant,
+    ) -> Arc<Event> {
+        let mut id_text = [0u8; event_id::MAX_ID_LEN];
+        let frame = protocol::encode_event(channel, id.write(&mut id_text), payload);
+        Event::delivery(frame, received_at, channel.clone(), id, channel_state.conflate)
+    }
+
+    /// Pushes an event (`id`: its history id, if any) to every live subscriber, and to the
+    /// recovering ones through their seams.
+    pub(super) fn fan_out(&self, inner: &mut ChannelInner, id: Option<EventId>, event: &Arc<Event>) -> usize {
+        let mut queued = 0;
+        for client in &inner.subscribers {
+            queued += self.push(client, event) as usize;
+        }
+        let mut went_live = Vec::new();
+        for (at, recovering) in inner.recovering.iter_mut().enumerate() {
+            match recovering.seam.on_live(id) {
+                LiveEvent::Hold => recovering.seam.hold(id, event, recovering.client.outbound.cap()),
+                LiveEvent::Skip => {}
+                LiveEvent::GoLive => {
+                    queued += self.push(&recovering.client, event) as usize;
+                    went_live.push(at);
+                }
+            }
+        }
+        for at in went_live.into_iter().rev() {
+            let recovering = inner.recovering.swap_remove(at);
+            inner.subscribers.push(recovering.client);
+        }
+        queued
+    }
+
+    /// Queues an event for one connection; returns whether it was queued.
+    pub(super) fn push(&self, client: &Client, event: &Arc<Event>) -> bool {
+        match client.outbound.push(event) {
+            Push::Queued => true,
+            Push::Conflated => {
+                self.metrics.conflations.inc();
+                true
+            }
+            Push::Overflowed => {
+                self.metrics.slow_consumer_disconnects.inc();
+                tracing::info!(client = client.id.0, "slow consumer: closing with 4008");
+                false
+            }
+            Push::Closed => false,
+        }
+    }
+}
