@@ -4,8 +4,10 @@
 # --- build -------------------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# The whole workspace (the root package, and loadtest/ and benches/ once they exist):
-# .dockerignore keeps out target/, the chart, docs and local tooling.
+# The whole workspace: the root package (src/, tests/), every member Cargo.toml resolves
+# (crates/budget, crates/hub, crates/deploy, crates/testkit, loadtest) and scripts/publish.lua,
+# which crates/hub compiles in. .dockerignore keeps out target/, the chart, the rest of
+# scripts/ and local tooling.
 COPY . .
 # Cache mounts keep the registry and target/ between builds; the binary is copied out of the
 # cached target/ in the same step.

@@ -126,8 +126,9 @@ the password never appears in the pod spec.
 monkeytown.eventStreamTargetMemory: the event-stream HPA's memory target (AverageValue).
 eventStream.autoscaling.targetMemory when set; else 75% of eventStream.resources.limits.memory
 (the pod budget's memory limit), computed and written exactly as `mt-stream deploy
---memory-limit` does (src/deploy/profile.rs Targets::from_budget, ByteSize's Display): rounded
-down, at least 1 byte, in the largest of Gi/Mi/Ki that divides it, else in bytes. 1Gi -> 768Mi.
+--memory-limit` does (crates/deploy/src/profile.rs Targets::from_budget, and ByteSize's Display
+in crates/budget/src/lib.rs): rounded down, at least 1 byte, in the largest of Gi/Mi/Ki that
+divides it, else in bytes. 1Gi -> 768Mi.
 */}}
 {{- define "monkeytown.eventStreamTargetMemory" -}}
 {{- $a := .Values.eventStream.autoscaling -}}

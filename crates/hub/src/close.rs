@@ -165,6 +165,39 @@ mod tests {
         assert_eq!(Close::echo(Some(1004)).code(), 1002);
     }
 
+    /// Every close of the catalogue has its row in docs/protocol.md's close-code table, with the
+    /// same code, reason text, notice and metric label.
+    #[test]
+    fn docs_list_every_close() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md"))
+            .expect("docs/protocol.md is in the repository");
+        let rows: Vec<Vec<&str>> = docs
+            .lines()
+            .filter(|line| line.starts_with("| 1") || line.starts_with("| 4"))
+            .map(|line| line.split('|').map(str::trim).collect())
+            .collect();
+        let all = [
+            Close::echo(Some(1000)),
+            Close::Drain,
+            Close::SlowConsumer,
+            Close::HeartbeatTimeout,
+            Close::ProtocolViolation("client frames must be masked"),
+            Close::MessageTooBig,
+            Close::InvalidUtf8,
+            Close::TooManyBadRequests,
+        ];
+        for close in all {
+            let reason = if close.reason().is_empty() { "(empty)".to_owned() } else { format!("`{}`", close.reason()) };
+            let row = rows
+                .iter()
+                .find(|cells| cells[1] == close.code().to_string() && cells[2].contains(&reason))
+                .unwrap_or_else(|| panic!("docs/protocol.md has no row for {close:?} ({} {reason})", close.code()));
+            let notice = if close.sends_closing_notice() { "**yes**" } else { "no" };
+            assert_eq!(row[4], notice, "{close:?}: closing notice");
+            assert_eq!(row[5], format!("`{}`", close.metric_reason().as_str()), "{close:?}: metric label");
+        }
+    }
+
     /// Codes and reasons fit a close frame (reason ≤ 123 bytes); only drain and slow consumer
     /// send the `closing` notice, and their codes are the documented ones.
     #[test]

@@ -1,27 +1,33 @@
-//! mt-stream: the Monkeytown event-stream pod.
+//! `mt-hub`: the hub of mt-stream, the Monkeytown event-stream pod. The `mt-stream` binary
+//! (`src/main.rs` at the workspace root) parses the command line and calls [`serve::run`] or
+//! [`publish::run`]; `docs/architecture.md` walks the data path, the tasks and the locks.
 //!
 //! Layout (one module per responsibility):
 //!
 //! - [`config`]: the settings of `serve` (flags and environment) turned into typed values.
-//! - [`budget`]: the pod budget (connections, memory, heartbeat) and every limit derived from it.
 //! - [`serve`]: wires everything together and owns the shutdown drain sequence.
 //! - [`server`]: the public listener: accept loop and WebSocket upgrade admission.
 //! - [`admin`]: the internal listener: `/healthz`, `/readyz`, `/metrics`, `POST /publish`.
 //! - [`session`]: one connection after the upgrade: reader task, batched writer, heartbeats.
-//! - [`hub`]: the channel registry, connection admission and the fan-out of events.
+//! - [`hub`]: the channel registry, connection admission, the fan-out of events, and the seam
+//!   between history replay and live delivery.
 //! - [`inbound`]: reading client frames with a buffer sized for idle connections.
-//! - [`outbound`]: a connection's byte-bounded outbound queue and the slow-consumer rule.
+//! - [`outbound`]: a connection's byte-bounded outbound queue, the slow-consumer rule, conflation.
+//! - [`close`]: the catalogue of the ways a connection ends (code, reason, label, notice).
 //! - [`protocol`]: the JSON messages of the wire protocol and channel-name validation.
 //! - [`wire`]: WebSocket framing of what the hub sends (each event framed once, shared).
 //! - [`source`]: where events come from: the embedded broker or Redis (with its canary).
 //! - [`history`]: channel history (Redis streams, or in memory) read back for resume.
-//! - [`recovery`]: resume from a client's last id: history replay and the seam to live events.
+//! - [`recovery`]: resume from a client's last id, and a channel's catch-up after a reconnect:
+//!   reading history and pacing the replay.
 //! - [`event_id`]: event ids (`<ms>-<seq>`, Redis stream ids).
 //! - [`policy`]: per-channel policies by pattern: history kept, slow consumers conflated.
 //! - [`metrics`]: every Prometheus metric, in one place.
 //! - [`shutdown`]: the cancellation token and task tracker every task runs under.
 //! - [`publish`]: `mt-stream publish`, the operator's way to send one event.
-//! - [`deploy`]: `mt-stream deploy`, the HPA and PDB generated from the budget and applied with kube.
+//!
+//! The pod budget is the `mt-budget` crate; `mt-stream deploy` is the `mt-deploy` crate (this
+//! crate does not depend on the Kubernetes client).
 
 pub mod admin;
 pub mod close;

@@ -1,5 +1,6 @@
 //! Every Prometheus metric of the hub, in one place, with bounded label sets (never a client id
-//! or a channel name). Names follow DESIGN.md, prefix `mt_stream_`.
+//! or a channel name), prefix `mt_stream_`. `docs/metrics.md` lists them for users; a test holds
+//! that list to this registry, and each label's closed set to its enum.
 
 use std::fmt::Write;
 
@@ -29,6 +30,9 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every label value.
+    pub const ALL: [Self; 5] = [Self::Capacity, Self::Origin, Self::Draining, Self::BadRequest, Self::Overload];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Capacity => "capacity",
@@ -218,5 +222,80 @@ impl Metrics {
     /// Counts a refused upgrade.
     pub fn rejected(&self, reason: RejectReason) {
         self.connections_rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/metrics.md`, the metric list users read.
+    fn documented() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md");
+        std::fs::read_to_string(path).expect("docs/metrics.md is in the repository")
+    }
+
+    /// The rows of the docs' metric table: (name as queried, type, labels cell).
+    fn documented_rows(docs: &str) -> Vec<(String, String, String)> {
+        docs.lines()
+            .filter(|line| line.starts_with("| `mt_stream_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned(), cells[4].to_owned())
+            })
+            .collect()
+    }
+
+    /// Every metric the registry renders, as users query it (counters with `_total`), with its
+    /// type: read from the `# TYPE` lines of a real exposition.
+    fn registered() -> Vec<(String, String)> {
+        let mut registry = Registry::default();
+        let _metrics = Metrics::new(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("the registry encodes");
+        text.lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .map(|rest| {
+                let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+                let name = if kind == "counter" { format!("{name}_total") } else { name.to_owned() };
+                (name, kind.to_owned())
+            })
+            .collect()
+    }
+
+    /// The metric table of docs/metrics.md is the registry: same names, same types, in any
+    /// order; a metric added to the code without a row (or a row left after a removal) fails.
+    #[test]
+    fn docs_list_exactly_the_registered_metrics() {
+        let docs = documented();
+        let mut rows: Vec<(String, String)> =
+            documented_rows(&docs).into_iter().map(|(name, kind, _)| (name, kind)).collect();
+        let mut code = registered();
+        rows.sort();
+        code.sort();
+        assert!(code.len() > 20, "the registry renders every metric: {code:?}");
+        assert_eq!(rows, code, "docs/metrics.md's table must list exactly the registered metrics");
+    }
+
+    /// Every value of a closed label set is documented on its metric's row.
+    #[test]
+    fn docs_list_every_label_value() {
+        let docs = documented();
+        let rows = documented_rows(&docs);
+        let labels = |metric: &str| {
+            rows.iter().find(|(name, _, _)| name == metric).map(|(_, _, labels)| labels.clone()).unwrap_or_default()
+        };
+        let closed = labels("mt_stream_connections_closed_total");
+        for reason in CloseReason::ALL {
+            assert!(closed.contains(&format!("`{}`", reason.as_str())), "close reason {reason:?} undocumented");
+        }
+        let resumes = labels("mt_stream_resumes_total");
+        for outcome in ResumeOutcome::all() {
+            assert!(resumes.contains(&format!("`{}`", outcome.as_str())), "resume outcome {outcome:?} undocumented");
+        }
+        let rejected = labels("mt_stream_connections_rejected_total");
+        for reason in RejectReason::ALL {
+            assert!(rejected.contains(&format!("`{}`", reason.as_str())), "reject reason {reason:?} undocumented");
+        }
     }
 }
