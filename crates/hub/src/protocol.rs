@@ -105,6 +105,14 @@ impl ChannelPrefix {
     }
 }
 
+impl std::str::FromStr for ChannelPrefix {
+    type Err = ChannelNameError;
+
+    fn from_str(prefix: &str) -> Result<Self, Self::Err> {
+        Self::new(prefix)
+    }
+}
+
 /// A message a client sent, once parsed and validated.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientMessage {
