@@ -8,6 +8,13 @@ use std::time::Duration;
 
 use crate::protocol::ChannelName;
 
+/// Default of `MT_HISTORY_CHANNELS`: every channel keeps history.
+pub const DEFAULT_HISTORY_CHANNELS: &str = "*";
+/// Default of `MT_HISTORY_MAX_EVENTS`.
+pub const DEFAULT_HISTORY_MAX_EVENTS: u64 = 1000;
+/// Default of `MT_HISTORY_MAX_AGE_SECONDS`: one hour.
+pub const DEFAULT_HISTORY_MAX_AGE: Duration = Duration::from_secs(3600);
+
 /// A comma-separated list of channel patterns; empty matches nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChannelPatterns(Vec<String>);
@@ -45,6 +52,14 @@ impl ChannelPatterns {
     }
 }
 
+impl std::str::FromStr for ChannelPatterns {
+    type Err = BadPattern;
+
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        Self::parse(list)
+    }
+}
+
 /// `*`-only glob, iterative with one backtrack point (linear in practice, no recursion).
 fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
@@ -78,7 +93,7 @@ pub struct HistoryLimits {
 
 impl Default for HistoryLimits {
     fn default() -> Self {
-        Self { max_events: 1000, max_age: Duration::from_secs(3600) }
+        Self { max_events: DEFAULT_HISTORY_MAX_EVENTS, max_age: DEFAULT_HISTORY_MAX_AGE }
     }
 }
 
@@ -92,7 +107,11 @@ pub struct ChannelPolicies {
 
 impl Default for ChannelPolicies {
     fn default() -> Self {
-        Self { history: ChannelPatterns::all(), limits: HistoryLimits::default(), conflate: ChannelPatterns::default() }
+        Self {
+            history: ChannelPatterns::parse(DEFAULT_HISTORY_CHANNELS).expect("the default history patterns parse"),
+            limits: HistoryLimits::default(),
+            conflate: ChannelPatterns::default(),
+        }
     }
 }
 

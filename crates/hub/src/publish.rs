@@ -12,6 +12,7 @@ use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
+use crate::config::{ConfigError, ConfigErrors, DEFAULT_ADMIN_PORT, DEFAULT_CHANNEL_PREFIX};
 use crate::protocol::{ChannelName, ChannelPrefix};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,10 +28,10 @@ pub struct PublishArgs {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// Redis channel prefix.
-    #[arg(long, env = "MT_CHANNEL_PREFIX", default_value = "mt:")]
+    #[arg(long, env = "MT_CHANNEL_PREFIX", default_value = DEFAULT_CHANNEL_PREFIX)]
     pub channel_prefix: String,
     /// A hub's admin address, used when no Redis is configured.
-    #[arg(long, env = "MT_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    #[arg(long, env = "MT_ADMIN_ADDR", default_value_t = format!("127.0.0.1:{DEFAULT_ADMIN_PORT}"))]
     pub admin_addr: String,
     /// Bearer token for the admin publish endpoint.
     #[arg(long, env = "MT_PUBLISH_TOKEN", hide_env_values = true)]
@@ -45,14 +46,13 @@ pub struct PublishArgs {
 pub enum PublishCliError {
     #[error("invalid channel: {0}")]
     Channel(#[from] crate::protocol::ChannelNameError),
-    #[error("invalid MT_CHANNEL_PREFIX: {0}")]
-    Prefix(crate::protocol::ChannelNameError),
     #[error("redis publish failed: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("redis publish with history failed: {0}")]
     History(#[from] crate::history::HistoryError),
+    /// Every bad setting, each named by its environment variable.
     #[error(transparent)]
-    Setting(#[from] crate::config::ConfigError),
+    Settings(#[from] ConfigErrors),
     #[error("cannot reach the hub's admin endpoint at {addr}: {source}")]
     Connect { addr: String, source: std::io::Error },
     #[error("http publish failed: {0}")]
@@ -70,7 +70,8 @@ pub async fn run(args: PublishArgs) -> Result<String, PublishCliError> {
     let work = async {
         match args.redis_url.as_deref().filter(|u| !u.trim().is_empty()) {
             Some(url) => {
-                let prefix = ChannelPrefix::new(&args.channel_prefix).map_err(PublishCliError::Prefix)?;
+                let prefix: ChannelPrefix =
+                    ConfigError::parse("MT_CHANNEL_PREFIX", &args.channel_prefix).map_err(ConfigErrors::from)?;
                 let client = Builder::from_config(Config::from_url(url)?).build()?;
                 client.init().await?;
                 let key = prefix.redis_channel(&channel);
