@@ -29,8 +29,10 @@ fn serve_settings() -> Vec<(String, String)> {
             flag = Some(format!("--{}", rest.split([' ', '=']).next().unwrap_or_default()));
         }
         if let Some(at) = line.find("[env: ") {
-            let name: String =
-                line[at + 6..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit()).collect();
+            let name: String = line[at + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
             settings.push((flag.clone().expect("an [env: ] line follows its flag"), name));
         }
     }

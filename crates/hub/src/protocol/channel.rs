@@ -93,6 +93,14 @@ impl ChannelPrefix {
     }
 }
 
+impl std::str::FromStr for ChannelPrefix {
+    type Err = ChannelNameError;
+
+    fn from_str(prefix: &str) -> Result<Self, Self::Err> {
+        Self::new(prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
