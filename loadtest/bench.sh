@@ -6,6 +6,8 @@
 #   loadtest/bench.sh churn      # the 10-minute churn run
 #   loadtest/bench.sh history    # the cost of channel history: off/on, alternated, 3 rounds
 #   HUB_BIN=/path/to/other/mt-stream loadtest/bench.sh idle   # compare another build
+#   BEFORE_BIN=/path/to/old/mt-stream loadtest/bench.sh compare   # old vs this build, steady
+#       1000 clients x 100 events/s, alternated 3 rounds, for before/after ratios from one run
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -92,6 +94,18 @@ case "${1:-all}" in
     load steady --clients 1000 --channels 100 --rate 20000 --size 256 --duration 10 --redis-url redis://127.0.0.1:$REDIS_PORT
     metrics_batching
     ;;
+  compare)
+    : "${BEFORE_BIN:?set BEFORE_BIN to the mt-stream binary of the other build}"
+    AFTER_BIN=$HUB_BIN
+    for round in 1 2 3; do
+      for side in before after; do
+        if [[ $side == before ]]; then HUB_BIN=$BEFORE_BIN; else HUB_BIN=$AFTER_BIN; fi
+        echo "### round $round, $side: $HUB_BIN"
+        start_hub
+        load steady --clients 1000 --rate 100 --size 256 --duration 10
+      done
+    done
+    ;;
   history)
     # Off: no channel keeps history, plain PUBLISH. On: every channel kept, the publish script
     # (XADD + PUBLISH). Alternated so drift on this noisy machine hits both sides alike.
@@ -126,7 +140,7 @@ case "${1:-all}" in
     load resume --clients 1000 --channels 10 --rate 2000 --size 256 --duration 5
     ;;
   *)
-    echo "usage: $0 [all|idle|churn|history]" >&2
+    echo "usage: $0 [all|idle|churn|history|compare]" >&2
     exit 2
     ;;
 esac

@@ -4,8 +4,21 @@
 //!
 //! Nothing here sleeps to synchronise: waits poll an observable state (a port, a metric, a
 //! readiness answer) and are bounded by a deadline.
+//!
+//! Split in three: this module (the hub process, HTTP and WebSocket helpers), [`redis`] (the
+//! private redis-server and Redis pub/sub counts) and [`raw_client`] (the raw WebSocket client),
+//! all re-exported here so that `use common::*;` reaches everything. Each test target compiles
+//! this module on its own and uses only part of it, hence the `dead_code` allowance.
 
 #![allow(dead_code)]
+
+mod raw_client;
+mod redis;
+
+pub use self::raw_client::RawClient;
+// Not every target uses all of these, and `dead_code` does not cover an unused re-export.
+#[allow(unused_imports)]
+pub use self::redis::{free_port, numsub, wait_numsub, RedisProcess};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -226,113 +239,6 @@ pub async fn send_json(client: &mut Client, value: serde_json::Value) {
     client.send(Message::text(value.to_string())).await.expect("send works");
 }
 
-/// A private redis-server on a free port; killed on drop.
-pub struct RedisProcess {
-    pub port: u16,
-    child: Option<Child>,
-    dir: std::path::PathBuf,
-    /// Arguments added after the defaults (a later directive wins), on every (re)start.
-    extra_args: Vec<String>,
-}
-
-impl RedisProcess {
-    pub fn start() -> Self {
-        Self::start_with_args(&[])
-    }
-
-    /// Like [`RedisProcess::start`] with `args` after the defaults (no persistence, bound to
-    /// 127.0.0.1, its own temp `--dir`), e.g. `["--appendonly", "yes", "--appendfsync",
-    /// "always"]`; a restart keeps the same port, directory and arguments.
-    pub fn start_with_args(args: &[&str]) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("mt-stream-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let extra_args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut redis = Self { port, child: None, dir, extra_args };
-        redis.spawn();
-        redis
-    }
-
-    /// The server's working directory (where an AOF lives).
-    pub fn dir(&self) -> &std::path::Path {
-        &self.dir
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .args(&self.extra_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (the README's test command installs it)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + DEADLINE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL) and waits for it to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-
-    /// A fred client to this server.
-    pub async fn client(&self) -> fred::clients::Client {
-        use fred::prelude::*;
-        let client = Builder::from_config(Config::from_url(&self.url()).unwrap()).build().unwrap();
-        client.init().await.expect("redis answers");
-        client
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Subscribers Redis counts on `channel` (PUBSUB NUMSUB).
-pub async fn numsub(client: &fred::clients::Client, channel: &str) -> i64 {
-    use fred::prelude::*;
-    let reply: Vec<fred::types::Value> = client
-        .custom(fred::types::CustomCommand::new_static("PUBSUB", None, false), vec!["NUMSUB", channel])
-        .await
-        .expect("PUBSUB NUMSUB works");
-    reply.get(1).and_then(|v| v.as_i64()).unwrap_or(0)
-}
-
-/// Waits until Redis counts exactly `want` subscribers on `channel` (each hub subscribes once).
-pub async fn wait_numsub(client: &fred::clients::Client, channel: &str, want: i64) {
-    wait_for(&format!("{want} redis subscriber(s) on {channel}"), || async {
-        (numsub(client, channel).await == want).then_some(())
-    })
-    .await;
-}
-
 /// An event id `<ms>-<seq>` as the pair it compares as; panics (naming it) when malformed.
 pub fn parse_id(id: &str) -> (u64, u64) {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -358,76 +264,6 @@ pub async fn recv_until(
         received.push(message);
         if stop {
             return received;
-        }
-    }
-}
-
-/// A raw WebSocket client: the handshake by hand, then bytes. For peers that misbehave
-/// (never answer pings, never read, send what a library would refuse to send).
-pub struct RawClient {
-    pub stream: TcpStream,
-    frames: mt_testkit::ServerFrames,
-}
-
-impl RawClient {
-    /// Upgrades at `/ws{query}`; `recv_buffer` shrinks the socket's receive buffer.
-    pub async fn connect(addr: SocketAddr, query: &str, recv_buffer: Option<u32>) -> Self {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        if let Some(size) = recv_buffer {
-            socket.set_recv_buffer_size(size).unwrap();
-        }
-        let mut stream = socket.connect(addr).await.expect("connects");
-        let request = format!(
-            "GET /ws{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut buffer = Vec::new();
-        let mut chunk = [0u8; 1024];
-        let header_end = loop {
-            let n = tokio::time::timeout(DEADLINE, stream.read(&mut chunk)).await.unwrap().unwrap();
-            assert!(n > 0, "server closed during the handshake");
-            buffer.extend_from_slice(&chunk[..n]);
-            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-        };
-        assert!(buffer.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buffer));
-        let mut frames = mt_testkit::ServerFrames::new();
-        frames.extend(&buffer[header_end..]);
-        Self { stream, frames }
-    }
-
-    /// Sends one masked client frame (framed by the test kit, not by the hub's code).
-    pub async fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
-        self.stream.write_all(&mt_testkit::client_frame(opcode, fin, payload)).await.unwrap();
-    }
-
-    /// Reads one server frame: (opcode, payload); `None` at end of stream.
-    pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if let Some(frame) = self.frames.next_frame().expect("the server frames correctly") {
-                return Some((frame.opcode, frame.payload));
-            }
-            let mut chunk = [0u8; 16 << 10];
-            let n = tokio::time::timeout(DEADLINE, self.stream.read(&mut chunk))
-                .await
-                .expect("server answers in time")
-                .ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.frames.extend(&chunk[..n]);
-        }
-    }
-
-    /// Reads frames until a close frame; returns its code (panics at end of stream).
-    pub async fn close_code(&mut self) -> u16 {
-        loop {
-            match self.read_frame().await {
-                Some((0x8, payload)) => return u16::from_be_bytes([payload[0], payload[1]]),
-                Some(_) => continue,
-                None => panic!("stream ended without a close frame"),
-            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The hub's hot path in isolation: fan-out of one event to 10/100/1000 subscribers, envelope
 //! encoding, subscribe/unsubscribe churn on the registry from two threads, the writer's batch
 //! drain of an outbound queue, the embedded broker's history append (steady state: every append
-//! trims one), and a conflating push into a full queue.
+//! trims one), a conflating push into a full queue, and the reader decoding client frames
+//! (made by the test kit, as a client sends them).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use mt_budget::Budget;
 use mt_hub::event_id::EventId;
 use mt_hub::history::memory::MemoryHistory;
 use mt_hub::hub::{Hub, SourceLink};
+use mt_hub::inbound::FrameReader;
 use mt_hub::metrics::Metrics;
 use mt_hub::outbound::{Event, Outbound};
 use mt_hub::policy::{ChannelPolicies, HistoryLimits};
@@ -193,9 +195,33 @@ fn conflate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Reading client messages: 64 masked `subscribe` frames (built by the test kit, as a client
+/// would send them) decoded and unmasked by the hub's reader.
+fn read_client_frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("read_client_frames");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime builds");
+    let message = r#"{"op":"subscribe","channels":["builds","town:square"]}"#;
+    let mut bytes = Vec::new();
+    for _ in 0..64 {
+        bytes.extend(mt_testkit::client_text(message));
+    }
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("subscribe_x64", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let mut reader = FrameReader::new(black_box(bytes.as_slice()));
+                for _ in 0..64 {
+                    black_box(reader.next().await.expect("a valid frame"));
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = fan_out, encode, registry_churn, batch_drain, history_append, conflate
+    targets = fan_out, encode, registry_churn, batch_drain, history_append, conflate, read_client_frames
 }
 criterion_main!(benches);
