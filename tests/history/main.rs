@@ -23,11 +23,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod budget;
 mod conflation;
 mod ids;
 mod outages;
 mod publishing;
 mod resume;
+mod unreadable;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};

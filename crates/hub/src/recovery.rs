@@ -7,10 +7,13 @@
 //! 1. the subscription is already registered as *recovering*, so live events are kept for it;
 //! 2. wait until the source delivers the channel (Redis confirmed the SUBSCRIBE), so every
 //!    event published from now on is either in what history returns or in what is kept;
-//! 3. read history in pages of [`PAGE_SIZE`] after the id, each event queued only once the
-//!    client's queue has room (at most [`REPLAY_QUEUE_BYTES`] of replay queued; a huge backlog
-//!    costs one page of memory and never overflows the queue),
-//!    at most [`MAX_CONCURRENT_READS`] reads per pod at once;
+//! 3. read history in pages ([`PAGE`]: at most 64 KiB, or one event if larger) after the id,
+//!    each event queued only once the client's queue has room (at most [`REPLAY_QUEUE_BYTES`]
+//!    of replay queued; a huge backlog costs one page of memory and never overflows the
+//!    queue), at most [`MAX_CONCURRENT_READS`] reads per pod at once. A read Redis answers
+//!    with an error (a key that is not a stream) ends the replay at once, a read that fails
+//!    (Redis down) is retried [`MAX_READ_ATTEMPTS`] times: either way the client gets
+//!    `recovered: false` with the reason and goes live; an unsubscribe stops the resume;
 //! 4. finish: the kept live events newer than the replay, the `recovered` notice, then live.
 //!    If more live events arrived than the queue cap allows, they were dropped and step 3
 //!    continues from where the replay stopped (history has them); after [`MAX_ROUNDS`] the
@@ -22,13 +25,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::event_id::EventId;
-use crate::history::{History, Read};
+use crate::history::{History, PageLimit, Read};
 use crate::hub::{Client, Finish, Hub};
 use crate::outbound::{Close, Event};
 use crate::protocol::{self, ChannelName, RecoveryOutcome, ResumeFailure};
 
-/// Events per history read.
-pub const PAGE_SIZE: usize = 100;
+/// One history read: at most 100 events and 64 KiB of payload (or one event, if larger). A
+/// resume holds one page while its client drains, so this bounds what a stalled client costs.
+pub const PAGE: PageLimit = PageLimit { events: 100, bytes: 64 << 10 };
+/// Failed reads of history a resume tries (0.5 s apart) before it gives up with
+/// `recovered: false` ("history unavailable") and goes live.
+pub const MAX_READ_ATTEMPTS: u32 = 20;
 /// History reads in flight per pod.
 pub const MAX_CONCURRENT_READS: usize = 32;
 /// Replay rounds before a client that cannot keep up is closed.
@@ -47,8 +54,13 @@ pub struct Recovery {
     reads: Semaphore,
 }
 
-/// The connection closed (or unsubscribed) while a resume waited.
-struct Abandoned;
+/// Why a resume of one channel stopped before its `recovered` notice.
+enum Stop {
+    /// The connection is closing: every resume of it stops.
+    Closed,
+    /// The client unsubscribed this channel: the connection's other resumes go on.
+    Unsubscribed,
+}
 
 impl Recovery {
     pub fn new(history: History) -> Arc<Self> {
@@ -59,19 +71,14 @@ impl Recovery {
     /// subscribed as recovering ([`Hub::subscribe`] with them in `resume`).
     pub async fn run(self: Arc<Self>, hub: Arc<Hub>, client: Arc<Client>, requests: Vec<(ChannelName, EventId)>) {
         for (channel, since) in requests {
-            if self.resume(&hub, &client, &channel, since).await.is_err() {
-                return;
+            match self.resume(&hub, &client, &channel, since).await {
+                Ok(()) | Err(Stop::Unsubscribed) => {}
+                Err(Stop::Closed) => return,
             }
         }
     }
 
-    async fn resume(
-        &self,
-        hub: &Hub,
-        client: &Arc<Client>,
-        channel: &ChannelName,
-        since: EventId,
-    ) -> Result<(), Abandoned> {
+    async fn resume(&self, hub: &Hub, client: &Arc<Client>, channel: &ChannelName, since: EventId) -> Result<(), Stop> {
         let conflate = hub.policies().conflates(channel);
         let mut cursor = since;
         let mut replayed: u64 = 0;
@@ -79,21 +86,27 @@ impl Recovery {
         let mut first_read = true;
         for _round in 0..MAX_ROUNDS {
             while !hub.wait_live(channel, RECHECK).await {
-                check_open(client)?;
-                if !hub.is_recovering(client.id, channel) {
-                    return Ok(()); // unsubscribed meanwhile
-                }
+                still_wanted(hub, client, channel)?;
             }
             loop {
-                let read = self.read(hub, client, channel, cursor).await?;
-                let page = match read {
-                    Read::NoStream => {
+                let page = match self.read(hub, client, channel, cursor).await? {
+                    Some(Read::Page(page)) => page,
+                    Some(Read::NoStream) => {
                         if first_read {
                             outcome = Err(ResumeFailure::Expired);
                         }
                         break;
                     }
-                    Read::Page(page) => page,
+                    Some(Read::Unreadable(why)) => {
+                        tracing::warn!(%channel, why, "history of this channel cannot be read; resuming without it");
+                        outcome = Err(ResumeFailure::Unreadable);
+                        break;
+                    }
+                    None => {
+                        tracing::warn!(%channel, attempts = MAX_READ_ATTEMPTS, "history unavailable; resuming without it");
+                        outcome = Err(ResumeFailure::Unavailable);
+                        break;
+                    }
                 };
                 if first_read && since > page.last_id {
                     outcome = Err(ResumeFailure::UnknownId);
@@ -104,22 +117,28 @@ impl Recovery {
                 if cursor < page.max_deleted {
                     outcome = Err(ResumeFailure::Truncated);
                 }
-                let full = page.entries.len() == PAGE_SIZE;
+                let more = page.may_have_more();
                 hub.metrics.history_replayed.inc_by(page.entries.len() as u64);
                 for (id, payload) in page.entries {
                     let mut id_text = [0u8; crate::event_id::MAX_ID_LEN];
                     let frame = protocol::encode_event(channel, id.write(&mut id_text), &payload);
-                    wait_for_room(client, frame.len()).await?;
+                    wait_for_room(hub, client, channel, frame.len()).await?;
                     client.outbound.push(&Event::delivery(frame, Instant::now(), channel.clone(), id, conflate));
                     cursor = id;
                     replayed += 1;
                 }
-                if !full {
+                if !more {
                     break;
                 }
             }
             first_read = false;
-            let finish = hub.finish_recovery(client, channel, cursor, |handed_over| {
+            // Without history to compare with, every live event held meanwhile is newer than
+            // what the client has: hand them all over (finishing at the client's own id could
+            // hold back, for good, live events older than a bogus id).
+            let without_history =
+                matches!(outcome, Err(ResumeFailure::Expired | ResumeFailure::Unreadable | ResumeFailure::Unavailable));
+            let finish_at = if without_history && replayed == 0 { EventId::default() } else { cursor };
+            let finish = hub.finish_recovery(client, channel, finish_at, |handed_over| {
                 protocol::encode_recovered(channel, since, replayed + handed_over, outcome)
             });
             match finish {
@@ -127,32 +146,60 @@ impl Recovery {
                     hub.metrics.resumed(outcome);
                     return Ok(());
                 }
-                Finish::Gone => return Err(Abandoned),
+                Finish::Gone => return Err(stop_reason(client)),
                 Finish::ReadMore => {}
             }
         }
         tracing::info!(client = client.id.0, %channel, "resume cannot keep up with live events; closing with 4008");
         hub.metrics.slow_consumer_disconnects.inc();
         client.outbound.close(Close::SlowConsumer);
-        Err(Abandoned)
+        Err(Stop::Closed)
     }
 
-    /// One page, retried while history cannot be read and the connection is open.
+    /// One page, retried every [`RETRY`] while history cannot be read, at most
+    /// [`MAX_READ_ATTEMPTS`] times; `None` when it gave up.
     async fn read(
         &self,
         hub: &Hub,
         client: &Client,
         channel: &ChannelName,
         cursor: EventId,
-    ) -> Result<Read, Abandoned> {
-        let open = || client.outbound.close_reason().is_none();
-        read_page(&self.history, hub, channel, cursor, Some(&self.reads), open).await.ok_or(Abandoned)
+    ) -> Result<Option<Read>, Stop> {
+        let mut attempts = 0;
+        let keep_trying = || {
+            attempts += 1;
+            attempts < MAX_READ_ATTEMPTS && still_wanted(hub, client, channel).is_ok()
+        };
+        let read = read_page(&self.history, hub, channel, cursor, Some(&self.reads), keep_trying).await;
+        if read.is_none() {
+            still_wanted(hub, client, channel)?;
+        }
+        Ok(read)
+    }
+}
+
+/// `Ok` while the connection is open and still resuming `channel`.
+fn still_wanted(hub: &Hub, client: &Client, channel: &ChannelName) -> Result<(), Stop> {
+    if client.outbound.close_reason().is_some() {
+        return Err(Stop::Closed);
+    }
+    if !hub.is_recovering(client.id, channel) {
+        return Err(Stop::Unsubscribed);
+    }
+    Ok(())
+}
+
+/// Why a subscription is gone: the connection closed, or only this channel was unsubscribed.
+fn stop_reason(client: &Client) -> Stop {
+    match client.outbound.close_reason() {
+        Some(_) => Stop::Closed,
+        None => Stop::Unsubscribed,
     }
 }
 
 /// One page of history after `cursor`, retried every [`RETRY`] while it cannot be read and
 /// `keep_trying` agrees (asked after each failure); `None` once it does not. With `permits`,
-/// each attempt holds one.
+/// each attempt holds one. The first failure is logged as a warning, the retries at debug.
 async fn read_page(
     history: &History,
     hub: &Hub,
@@ -161,22 +208,28 @@ async fn read_page(
     permits: Option<&Semaphore>,
     mut keep_trying: impl FnMut() -> bool,
 ) -> Option<Read> {
+    let mut failures = 0u32;
     loop {
         let result = {
             let _permit = match permits {
                 Some(permits) => Some(permits.acquire().await.expect("the semaphore is never closed")),
                 None => None,
             };
-            history.read_after(channel, cursor, PAGE_SIZE).await
+            history.read_after(channel, cursor, PAGE).await
         };
         match result {
             Ok(read) => return Some(read),
             Err(error) => {
                 hub.metrics.history_errors.inc();
+                failures += 1;
                 if !keep_trying() {
                     return None;
                 }
-                tracing::warn!(%error, %channel, "history read failed; retrying");
+                if failures == 1 {
+                    tracing::warn!(%error, %channel, "history read failed; retrying");
+                } else {
+                    tracing::debug!(%error, %channel, failures, "history read failed again");
+                }
                 tokio::time::sleep(RETRY).await;
             }
         }
@@ -218,15 +271,19 @@ async fn catch_up_channel(history: &History, hub: &Hub, channel: &ChannelName, f
             let page = match read_page(history, hub, channel, cursor, None, &mut keep_trying).await? {
                 Read::Page(page) => page,
                 Read::NoStream => break,
+                Read::Unreadable(why) => {
+                    tracing::warn!(%channel, why, "history of this channel cannot be read");
+                    return None;
+                }
             };
-            let full = page.entries.len() == PAGE_SIZE;
+            let more = page.may_have_more();
             hub.metrics.history_replayed.inc_by(page.entries.len() as u64);
             for (id, payload) in page.entries {
                 hub.fan_out_caught_up(channel, id, &payload);
                 cursor = id;
                 replayed += 1;
             }
-            if !full {
+            if !more {
                 break;
             }
         }
@@ -238,20 +295,13 @@ async fn catch_up_channel(history: &History, hub: &Hub, channel: &ChannelName, f
     None
 }
 
-fn check_open(client: &Client) -> Result<(), Abandoned> {
-    match client.outbound.close_reason() {
-        Some(_) => Err(Abandoned),
-        None => Ok(()),
-    }
-}
-
 /// Waits until the client's queue can take `len` more bytes of replay: replay may fill
 /// [`REPLAY_QUEUE_BYTES`] and at most half the queue, so live events of its other channels
 /// still fit.
-async fn wait_for_room(client: &Client, len: usize) -> Result<(), Abandoned> {
+async fn wait_for_room(hub: &Hub, client: &Client, channel: &ChannelName, len: usize) -> Result<(), Stop> {
     let half = (client.outbound.cap() / 2).min(REPLAY_QUEUE_BYTES);
     loop {
-        check_open(client)?;
+        still_wanted(hub, client, channel)?;
         if client.outbound.wait_for_room(|queued| queued == 0 || queued + len <= half, RECHECK).await {
             return Ok(());
         }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{Page, Read};
+use super::{Page, PageLimit, Read};
 use crate::event_id::EventId;
 use crate::lock::lock;
 use crate::policy::HistoryLimits;
@@ -105,16 +105,24 @@ impl MemoryHistory {
         }
     }
 
-    /// Up to `count` events of `channel` after `since`.
-    pub fn read_after(&self, channel: &ChannelName, since: EventId, count: usize) -> Read {
+    /// The events of `channel` after `since`, within `limit`.
+    pub fn read_after(&self, channel: &ChannelName, since: EventId, limit: PageLimit) -> Read {
         let state = lock(&self.state);
         let Some(history) = state.channels.get(channel) else { return Read::NoStream };
         let start = history.events.partition_point(|(id, _)| *id <= since);
-        Read::Page(Page {
-            entries: history.events.range(start..).take(count).cloned().collect(),
-            last_id: history.last_id,
-            max_deleted: history.max_deleted,
-        })
+        let mut bytes = 0;
+        let entries = history
+            .events
+            .range(start..)
+            .take(limit.events)
+            .take_while(|(_, payload)| {
+                let first = bytes == 0;
+                bytes += payload.len().max(1);
+                first || bytes <= limit.bytes
+            })
+            .cloned()
+            .collect();
+        Read::Page(Page { entries, last_id: history.last_id, max_deleted: history.max_deleted })
     }
 
     /// Bytes held (payloads plus per-event overhead).
@@ -140,8 +148,33 @@ mod tests {
     fn page(read: Read) -> Page {
         match read {
             Read::Page(page) => page,
-            Read::NoStream => panic!("expected a page"),
+            Read::NoStream | Read::Unreadable(_) => panic!("expected a page"),
         }
+    }
+
+    /// A page limit by count only.
+    fn count(events: usize) -> PageLimit {
+        PageLimit { events, bytes: usize::MAX }
+    }
+
+    /// The byte limit stops a page early, but a page always holds at least one event, however
+    /// large; `may_have_more` tells the reader to go on.
+    #[test]
+    fn pages_are_bounded_in_bytes() {
+        let history = MemoryHistory::new(limits(100), 1 << 20);
+        let c = name("c");
+        for _ in 0..10 {
+            history.append(&c, Bytes::from(vec![b'x'; 1000]), 1000);
+        }
+        let first = page(history.read_after(&c, EventId::default(), PageLimit { events: 100, bytes: 2500 }));
+        assert_eq!(first.entries.len(), 2, "2 × 1000 bytes fit in 2500, a third does not");
+        assert!(first.may_have_more());
+        let huge = page(history.read_after(&c, EventId::default(), PageLimit { events: 100, bytes: 10 }));
+        assert_eq!(huge.entries.len(), 1, "one event even when it alone passes the limit");
+        let last = first.entries[1].0;
+        let rest = page(history.read_after(&c, last, count(100)));
+        assert_eq!(rest.entries.len(), 8);
+        assert!(!rest.may_have_more());
     }
 
     fn limits(max_events: u64) -> HistoryLimits {
@@ -155,14 +188,14 @@ mod tests {
         let c = name("c");
         let ids: Vec<EventId> = (0..5).map(|i| history.append(&c, Bytes::from(format!("{i}")), 1000)).collect();
         assert_eq!(ids[1], EventId::new(1000, 1), "same millisecond: next sequence");
-        let all = page(history.read_after(&c, EventId::default(), 10));
+        let all = page(history.read_after(&c, EventId::default(), count(10)));
         assert_eq!(all.entries.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[2..]);
         assert_eq!(all.max_deleted, ids[1]);
         assert_eq!(all.last_id, ids[4]);
-        let after = page(history.read_after(&c, ids[2], 1));
+        let after = page(history.read_after(&c, ids[2], count(1)));
         assert_eq!(after.entries, vec![(ids[3], Bytes::from("3"))]);
-        assert_eq!(history.read_after(&name("other"), EventId::default(), 10), Read::NoStream);
-        let fresh = page(history.read_after(&name("c"), EventId::default(), 1));
+        assert_eq!(history.read_after(&name("other"), EventId::default(), count(10)), Read::NoStream);
+        let fresh = page(history.read_after(&name("c"), EventId::default(), count(1)));
         assert!(fresh.max_deleted >= ids[0], "what came before the first event counts as deleted");
     }
 
@@ -178,8 +211,8 @@ mod tests {
         assert_eq!(history.bytes(), 3 * per_event);
         history.append(&b, Bytes::from(vec![0; 100]), 4);
         assert_eq!(history.bytes(), 3 * per_event);
-        assert_eq!(history.read_after(&a, EventId::default(), 10), Read::NoStream, "a's only event went first");
-        assert_eq!(page(history.read_after(&b, EventId::default(), 10)).entries.len(), 3);
+        assert_eq!(history.read_after(&a, EventId::default(), count(10)), Read::NoStream, "a's only event went first");
+        assert_eq!(page(history.read_after(&b, EventId::default(), count(10))).entries.len(), 3);
     }
 
     /// Events older than the age limit go, even on channels nobody publishes to any more.
@@ -188,9 +221,9 @@ mod tests {
         let history = MemoryHistory::new(limits(1000), 1 << 20);
         history.append(&name("idle"), Bytes::from("x"), 1_000);
         history.append(&name("busy"), Bytes::from("y"), 1_000 + 59_000);
-        assert!(matches!(history.read_after(&name("idle"), EventId::default(), 1), Read::Page(_)));
+        assert!(matches!(history.read_after(&name("idle"), EventId::default(), count(1)), Read::Page(_)));
         history.append(&name("busy"), Bytes::from("z"), 1_000 + 61_000);
-        assert_eq!(history.read_after(&name("idle"), EventId::default(), 1), Read::NoStream);
+        assert_eq!(history.read_after(&name("idle"), EventId::default(), count(1)), Read::NoStream);
     }
 
     /// Trimming by count leaves stale order entries; they are compacted, so memory stays flat.

@@ -29,12 +29,31 @@ pub struct Page {
     pub max_deleted: EventId,
 }
 
+/// How much one read may return: at most `events` events, and no more than `bytes` of payload
+/// (but always at least one event, however large, so a read always makes progress). Resume
+/// holds one page while its client drains, so the byte bound is what a stalled client costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    pub events: usize,
+    pub bytes: usize,
+}
+
 /// What a read found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {
     /// The channel has no history (never published, or expired).
     NoStream,
     Page(Page),
+    /// The channel's key exists but cannot be read as history (e.g. it is not a stream). Final:
+    /// reading again gives the same answer.
+    Unreadable(String),
+}
+
+impl Page {
+    /// Whether events after the page's last may exist (it stopped at its limit, not at the end).
+    pub fn may_have_more(&self) -> bool {
+        self.entries.last().is_some_and(|(id, _)| *id < self.last_id)
+    }
 }
 
 /// Why history could not be read.
@@ -56,12 +75,17 @@ pub enum History {
 }
 
 impl History {
-    /// Up to `count` events of `channel` after `since`.
-    pub async fn read_after(&self, channel: &ChannelName, since: EventId, count: usize) -> Result<Read, HistoryError> {
+    /// The events of `channel` after `since`, within `limit`.
+    pub async fn read_after(
+        &self,
+        channel: &ChannelName,
+        since: EventId,
+        limit: PageLimit,
+    ) -> Result<Read, HistoryError> {
         match self {
-            Self::Memory(memory) => Ok(memory.read_after(channel, since, count)),
+            Self::Memory(memory) => Ok(memory.read_after(channel, since, limit)),
             Self::Redis { client, prefix } => {
-                redis::read_after(client, &prefix.redis_channel(channel), since, count).await
+                redis::read_after(client, &prefix.redis_channel(channel), since, limit).await
             }
         }
     }

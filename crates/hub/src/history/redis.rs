@@ -10,7 +10,7 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::scripts::Script;
 
-use super::{HistoryError, Page, Read};
+use super::{HistoryError, Page, PageLimit, Read};
 use crate::event_id::EventId;
 use crate::policy::HistoryLimits;
 
@@ -55,9 +55,13 @@ pub async fn publish(
     id.parse().map_err(|e: crate::event_id::BadEventId| HistoryError::Reply(e.to_string()))
 }
 
-/// Up to `count` events of the stream `key` after `since`.
-pub async fn read_after(client: &Client, key: &str, since: EventId, count: usize) -> Result<Read, HistoryError> {
-    let args: Vec<Value> = vec![Value::String(since.to_string().into()), Value::Integer(count as i64)];
+/// The events of the stream `key` after `since`, within `limit`.
+pub async fn read_after(client: &Client, key: &str, since: EventId, limit: PageLimit) -> Result<Read, HistoryError> {
+    let args: Vec<Value> = vec![
+        Value::String(since.to_string().into()),
+        Value::Integer(limit.events.min(i64::MAX as usize) as i64),
+        Value::Integer(limit.bytes.min(i64::MAX as usize) as i64),
+    ];
     let reply: Value = timed(read_script().evalsha_with_reload(client, key, args)).await?;
     parse_read_reply(reply)
 }
@@ -66,6 +70,10 @@ fn parse_read_reply(reply: Value) -> Result<Read, HistoryError> {
     let bad = |what: &str| HistoryError::Reply(what.to_owned());
     let parts = match reply {
         Value::Null => return Ok(Read::NoStream),
+        Value::Array(parts) if parts.len() == 2 && parts[0].as_str().as_deref() == Some("unreadable") => {
+            let why = parts[1].as_string().unwrap_or_default();
+            return Ok(Read::Unreadable(why));
+        }
         Value::Array(parts) if parts.len() == 3 => parts,
         other => return Err(bad(&format!("expected 3 parts, got {other:?}"))),
     };
@@ -136,5 +144,10 @@ mod tests {
         assert_eq!(page.max_deleted, EventId::new(2, 0));
         assert_eq!(page.entries, vec![(EventId::new(3, 0), Bytes::from("x")), (EventId::new(4, 1), Bytes::from("y"))]);
         assert!(parse_read_reply(Value::Integer(1)).is_err());
+        let unreadable = Value::Array(vec!["unreadable".into(), "the key is a string, not a stream".into()]);
+        assert_eq!(
+            parse_read_reply(unreadable).unwrap(),
+            Read::Unreadable("the key is a string, not a stream".to_owned())
+        );
     }
 }

@@ -102,10 +102,17 @@ pub enum ResumeFailure {
     UnknownId,
     /// The channel keeps no history (`MT_HISTORY_CHANNELS`).
     NoHistory,
+    /// The channel's history cannot be read (its Redis key is not a stream, or Redis refused the
+    /// read): the subscription went live without a replay.
+    Unreadable,
+    /// History could not be reached (Redis down) for 10 s: the subscription went live without a
+    /// replay.
+    Unavailable,
 }
 
 impl ResumeFailure {
-    pub const ALL: [Self; 4] = [Self::Truncated, Self::Expired, Self::UnknownId, Self::NoHistory];
+    pub const ALL: [Self; 6] =
+        [Self::Truncated, Self::Expired, Self::UnknownId, Self::NoHistory, Self::Unreadable, Self::Unavailable];
 
     /// The `reason` of the `recovered` notice.
     pub fn reason(self) -> &'static str {
@@ -114,6 +121,8 @@ impl ResumeFailure {
             Self::Expired => "history expired",
             Self::UnknownId => "unknown id",
             Self::NoHistory => "no history kept for this channel",
+            Self::Unreadable => "history unreadable",
+            Self::Unavailable => "history unavailable",
         }
     }
 
@@ -124,6 +133,8 @@ impl ResumeFailure {
             Self::Expired => "expired",
             Self::UnknownId => "unknown_id",
             Self::NoHistory => "no_history",
+            Self::Unreadable => "unreadable",
+            Self::Unavailable => "unavailable",
         }
     }
 }
