@@ -67,3 +67,65 @@ async fn stalled_resumes_stay_within_the_budget() {
     assert_eq!(hub.metric("mt_stream_connections").await, CLIENTS as f64, "nobody was closed");
     drop(clients);
 }
+
+/// 100 clients each resume 64 channels; the first one's replay stalls (they do not read), so
+/// the other 63 hold their live events while 63,000 are published. What the hub holds for them
+/// is charged to each client's cap: its peak RSS stays under a 128 MiB budget (before, each of
+/// the 6,300 waiting subscriptions held up to a whole queue cap of events on its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_resuming_channels_stay_within_the_budget() {
+    const BUDGET: u64 = 128 << 20;
+    const CLIENTS: usize = 100;
+    const EVENTS_PER_CHANNEL: u64 = 1000;
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let hub = HubProcess::start(&[("REDIS_URL", &url), ("MT_MEMORY_LIMIT", "128Mi"), ("MT_MAX_CONNECTIONS", "100")]);
+    hub.wait_ready(200).await;
+    let admin = redis.client().await;
+    let script = std::sync::Arc::new(super::publish_script());
+    // A backlog on `slow` larger than what the sockets buffer, so its replay stalls.
+    let kilobyte = format!("\"{}\"", "x".repeat(1000));
+    for _ in 0..300 {
+        super::script_publish(&admin, &script, "slow", &kilobyte).await;
+    }
+    let channels: Vec<String> = std::iter::once("slow".to_owned()).chain((1..64).map(|i| format!("c{i}"))).collect();
+    let query = format!("?channels={}&since=0-0", channels.join(","));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(RawClient::connect(hub.public, &query, Some(4096)).await);
+    }
+    for channel in &channels {
+        wait_numsub(&admin, &format!("mt:{channel}"), 1).await;
+    }
+    let received_before = hub.metric("mt_stream_messages_received_total").await;
+    eprintln!("RSS once every client is resuming: {} MiB", peak_rss(hub.child.id()) >> 20);
+
+    let mut publishers = Vec::new();
+    for channel in channels[1..].iter().cloned() {
+        let (admin, script) = (admin.clone(), std::sync::Arc::clone(&script));
+        publishers.push(tokio::spawn(async move {
+            for n in 0..EVENTS_PER_CHANNEL {
+                super::script_publish(&admin, &script, &channel, &n.to_string()).await;
+            }
+        }));
+    }
+    let pid = hub.child.id();
+    let total = received_before + 63.0 * EVENTS_PER_CHANNEL as f64;
+    let deadline = tokio::time::Instant::now() + 3 * DEADLINE;
+    loop {
+        let peak = peak_rss(pid);
+        assert!(peak < BUDGET, "peak RSS {} MiB passed the 128 MiB budget", peak >> 20);
+        if hub.metric("mt_stream_messages_received_total").await >= total {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the hub did not receive every event in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    let peak = peak_rss(pid);
+    assert!(peak < BUDGET, "peak RSS {} MiB passed the 128 MiB budget", peak >> 20);
+    eprintln!("peak RSS with {CLIENTS} clients resuming 64 channels: {} MiB", peak >> 20);
+    drop(clients);
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::client::Client;
-use super::registry::{Channel, ChannelInner};
-use super::seam::LiveEvent;
+use super::registry::{Channel, ChannelInner, Recovering};
+use super::seam::{LiveEvent, Seam};
 use super::Hub;
 use crate::event_id::{self, EventId};
 use crate::lock::lock;
@@ -16,6 +16,23 @@ use crate::protocol::{self, ChannelName};
 
 /// Most live bytes a catching-up channel holds back before it reads history further instead.
 pub(super) const CATCH_UP_BUFFER: usize = 4 << 20;
+
+/// Holds a live event for a resuming subscription, charged to its client: when the client's
+/// holds (all its resuming channels together) would pass half its queue cap, this seam lets go
+/// of everything it held instead (history has it; the resume reads further), so what a client
+/// can make the hub hold is bounded by its own cap, whatever number of channels it resumes.
+fn hold_for(recovering: &mut Recovering, id: Option<EventId>, event: &Arc<Event>) {
+    let seam = &mut recovering.seam;
+    if seam.is_overflowed() {
+        return;
+    }
+    if recovering.client.outbound.try_hold(Seam::cost(event)) {
+        seam.hold(id, event);
+    } else {
+        let freed = seam.overflow();
+        recovering.client.outbound.release_held(freed);
+    }
+}
 
 impl Hub {
     /// Fans an event out to the channel's subscribers; returns how many queues took it. `id` is
@@ -38,7 +55,7 @@ impl Hub {
         let event = self.event(channel, &channel_state, assigned, payload, received_at);
         match &mut inner.catch_up {
             Some(seam) if held_back => {
-                seam.hold(id, &event, CATCH_UP_BUFFER);
+                seam.hold_within(id, &event, CATCH_UP_BUFFER);
                 0
             }
             _ => self.fan_out(inner, id, &event),
@@ -69,7 +86,7 @@ impl Hub {
         let mut went_live = Vec::new();
         for (at, recovering) in inner.recovering.iter_mut().enumerate() {
             match recovering.seam.on_live(id) {
-                LiveEvent::Hold => recovering.seam.hold(id, event, recovering.client.outbound.cap()),
+                LiveEvent::Hold => hold_for(recovering, id, event),
                 LiveEvent::Skip => {}
                 LiveEvent::GoLive => {
                     queued += self.push(&recovering.client, event) as usize;
@@ -79,6 +96,7 @@ impl Hub {
         }
         for at in went_live.into_iter().rev() {
             let recovering = inner.recovering.swap_remove(at);
+            recovering.client.outbound.release_held(recovering.seam.bytes());
             inner.subscribers.push(recovering.client);
         }
         queued

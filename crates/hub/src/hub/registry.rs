@@ -111,7 +111,8 @@ impl Hub {
             if let Some(at) = inner.subscribers.iter().position(|s| s.id == id) {
                 inner.subscribers.swap_remove(at);
             } else if let Some(at) = inner.recovering.iter().position(|r| r.client.id == id) {
-                inner.recovering.swap_remove(at);
+                let recovering = inner.recovering.swap_remove(at);
+                recovering.client.outbound.release_held(recovering.seam.bytes());
             }
             now_empty = inner.subscribers.is_empty() && inner.recovering.is_empty();
             now_empty

@@ -48,6 +48,7 @@ impl Hub {
             return Finish::Gone;
         };
         let Some(end) = inner.recovering[at].seam.finish(replayed_to) else { return Finish::ReadMore };
+        client.outbound.release_held(end.released);
         for (_, event) in &end.hand_over {
             self.push(client, event);
         }

@@ -16,12 +16,17 @@ use std::sync::Arc;
 use crate::event_id::EventId;
 use crate::outbound::Event;
 
+/// What one held event costs beyond its frame (which is shared with every other queue): its
+/// slot in the seam. Counted, so that many small held events cannot escape the bound.
+pub(super) const HELD_SLOT: usize = std::mem::size_of::<(Option<EventId>, Arc<Event>)>();
+
 /// Live events held back for a replay, and where the replay ended.
 #[derive(Default)]
 pub(super) struct Seam {
     /// Live events held back, with their history id (`None`: never in history).
     held: Vec<(Option<EventId>, Arc<Event>)>,
-    /// Frame bytes held (what the cap bounds).
+    /// What the held events cost ([`Seam::cost`] each): what a cap bounds, and what a resuming
+    /// subscription charges its client's queue for.
     bytes: usize,
     /// More was held than allowed and all of it dropped: history has it, read further.
     overflowed: bool,
@@ -44,6 +49,8 @@ pub(super) enum LiveEvent {
 pub(super) struct SeamEnd {
     /// Held events newer than the replay, in order, to deliver now.
     pub hand_over: Vec<(Option<EventId>, Arc<Event>)>,
+    /// What the held events cost (no longer held: give it back).
+    pub released: usize,
     /// Whether later live events need no check (else the seam waits with `live_after`).
     pub live: bool,
 }
@@ -58,16 +65,48 @@ impl Seam {
         }
     }
 
-    /// Holds a live event; past `cap` bytes everything held is dropped (history has it).
-    pub fn hold(&mut self, id: Option<EventId>, event: &Arc<Event>, cap: usize) {
+    /// What holding `event` costs: its frame and its slot.
+    pub fn cost(event: &Event) -> usize {
+        event.frame.len() + HELD_SLOT
+    }
+
+    /// True once held events were dropped; until the replay ends, later ones are not held
+    /// either (history has them all).
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// What the held events cost.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Holds a live event (its cost already reserved by the caller, if it charges anyone).
+    pub fn hold(&mut self, id: Option<EventId>, event: &Arc<Event>) {
         if self.overflowed {
             return;
         }
-        self.bytes += event.frame.len();
-        if self.bytes > cap {
-            *self = Seam { overflowed: true, ..Seam::default() };
+        self.bytes += Self::cost(event);
+        self.held.push((id, Arc::clone(event)));
+    }
+
+    /// Drops everything held (history has it): the replay must read further before it ends.
+    /// Returns what the dropped events cost, for the caller to give back.
+    pub fn overflow(&mut self) -> usize {
+        let freed = self.bytes;
+        *self = Seam { overflowed: true, ..Seam::default() };
+        freed
+    }
+
+    /// Holds a live event while the seam costs at most `cap`; past it, overflows.
+    pub fn hold_within(&mut self, id: Option<EventId>, event: &Arc<Event>, cap: usize) {
+        if self.overflowed {
+            return;
+        }
+        if self.bytes + Self::cost(event) > cap {
+            self.overflow();
         } else {
-            self.held.push((id, Arc::clone(event)));
+            self.hold(id, event);
         }
     }
 
@@ -78,7 +117,7 @@ impl Seam {
             return None;
         }
         let held = std::mem::take(&mut self.held);
-        self.bytes = 0;
+        let released = std::mem::take(&mut self.bytes);
         let newest_held = held.iter().filter_map(|(id, _)| *id).max();
         // Events without a history id were never in history: they go out as they came.
         let hand_over: Vec<_> = held.into_iter().filter(|(id, _)| id.is_none_or(|id| id > replayed_to)).collect();
@@ -86,7 +125,7 @@ impl Seam {
         if !live {
             self.live_after = Some(replayed_to);
         }
-        Some(SeamEnd { hand_over, live })
+        Some(SeamEnd { hand_over, released, live })
     }
 
     /// Gives up the replay: everything held, in order (the abandoned catch-up sends it as is).
@@ -133,7 +172,7 @@ mod tests {
             let mut arrived = rng.below(published + 1);
             let since = rng.below(published + 1);
             let page = 1 + rng.below(8);
-            let cap = 10 * (1 + rng.below(6)) as usize; // each event is 10 bytes
+            let cap = (10 + HELD_SLOT) * (1 + rng.below(6)) as usize; // each event costs 10 + its slot
             let mut seam = Seam::default();
             let mut phase = Phase::Replaying;
             let mut cursor = since;
@@ -153,7 +192,7 @@ mod tests {
                         match phase {
                             Phase::Live => delivered.push(arrived),
                             Phase::Replaying | Phase::Seamed => match seam.on_live(id) {
-                                LiveEvent::Hold => seam.hold(id, &event(arrived, 10), cap),
+                                LiveEvent::Hold => seam.hold_within(id, &event(arrived, 10), cap),
                                 LiveEvent::Skip => {}
                                 LiveEvent::GoLive => {
                                     delivered.push(arrived);
@@ -190,7 +229,7 @@ mod tests {
         let mut seam = Seam::default();
         for ms in 1..=3 {
             assert_eq!(seam.on_live(Some(EventId::new(ms, 0))), LiveEvent::Hold);
-            seam.hold(Some(EventId::new(ms, 0)), &event(ms, 10), 100);
+            seam.hold_within(Some(EventId::new(ms, 0)), &event(ms, 10), 1000);
         }
         let end = seam.finish(EventId::new(2, 0)).unwrap();
         assert!(end.live);
@@ -208,7 +247,7 @@ mod tests {
     fn overflow_asks_for_more() {
         let mut seam = Seam::default();
         for ms in 1..=4 {
-            seam.hold(Some(EventId::new(ms, 0)), &event(ms, 10), 25);
+            seam.hold_within(Some(EventId::new(ms, 0)), &event(ms, 10), 2 * (10 + HELD_SLOT) + 5);
         }
         assert!(seam.finish(EventId::new(0, 0)).is_none());
         assert!(seam.finish(EventId::new(4, 0)).is_some_and(|end| end.hand_over.is_empty()));

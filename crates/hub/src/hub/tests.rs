@@ -220,3 +220,37 @@ fn no_subscribe_after_close() {
     assert!(!hub.has_subscribers(&name("x")));
     assert!(a.channels().is_empty());
 }
+
+/// What a client resuming many channels makes the hub hold is bounded by its own queue cap,
+/// for all its channels together and counting each held event's slot: past half the cap, the
+/// seam that would pass it lets go (history has those events) and reads further. Everything
+/// held is given back when the replays end, and shows in the `queued_bytes` gauge meanwhile.
+#[test]
+fn held_events_are_bounded_per_client() {
+    let (hub, _) = hub();
+    let a = hub.open_client();
+    let channels: Vec<ChannelName> = (0..64).map(|i| name(&format!("c{i}"))).collect();
+    assert_eq!(hub.subscribe(&a, &channels, &channels).unwrap().len(), 64);
+    let cap = a.outbound.cap();
+    for ms in 1..=300u64 {
+        for channel in &channels {
+            hub.publish(channel, Some(EventId::new(ms, 0)), &[b'x'; 100], Instant::now());
+        }
+        assert!(a.outbound.held() <= cap / 2, "held {} of a {} cap after {ms} rounds", a.outbound.held(), cap);
+    }
+    assert!(a.outbound.held() > cap / 4, "holding works up to the bound: {}", a.outbound.held());
+    assert_eq!(hub.metrics.queued_bytes.get(), a.outbound.held() as i64, "held bytes are in the gauge");
+    for channel in &channels {
+        // An overflowed seam asks for more history first, then ends.
+        if hub.finish_recovery(&a, channel, EventId::new(300, 0), |_| Bytes::new()) == Finish::ReadMore {
+            assert!(matches!(
+                hub.finish_recovery(&a, channel, EventId::new(300, 0), |_| Bytes::new()),
+                Finish::Live { .. }
+            ));
+        }
+    }
+    assert_eq!(a.outbound.held(), 0, "ended replays give back what they held");
+    let mut batch = Vec::new();
+    a.outbound.drain_into(&mut batch);
+    assert_eq!(hub.metrics.queued_bytes.get(), 0);
+}

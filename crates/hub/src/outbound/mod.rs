@@ -42,6 +42,9 @@ struct State {
     frames: VecDeque<Arc<Event>>,
     /// Frame bytes in `frames` (what the cap bounds).
     bytes: usize,
+    /// Bytes of live events held for this client's resuming subscriptions (their seams), with
+    /// each held entry's own cost: at most half the cap, for all its channels together.
+    held: usize,
     close: Option<Close>,
 }
 
@@ -137,6 +140,37 @@ impl Outbound {
         }
     }
 
+    /// Reserves `bytes` for a live event held for one of this client's resuming subscriptions.
+    /// Refused (`false`) when the client's holds, all its channels together, would pass half
+    /// its cap, or the connection is closing: the seam then lets go of what it held (history
+    /// has it) and the resume reads further. Counted in the `queued_bytes` gauge.
+    pub fn try_hold(&self, bytes: usize) -> bool {
+        let mut state = self.lock();
+        if state.close.is_some() || state.held + bytes > self.cap / 2 {
+            return false;
+        }
+        state.held += bytes;
+        drop(state);
+        self.queued_bytes.inc_by(bytes as i64);
+        true
+    }
+
+    /// Gives back what [`Outbound::try_hold`] reserved.
+    pub fn release_held(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        state.held = state.held.saturating_sub(bytes);
+        drop(state);
+        self.queued_bytes.dec_by(bytes as i64);
+    }
+
+    /// Bytes held for this client's resuming subscriptions.
+    pub fn held(&self) -> usize {
+        self.lock().held
+    }
+
     /// Marks the connection for closing (the first reason wins) and drops what is queued.
     /// Returns whether this call set the reason.
     pub fn close(&self, close: Close) -> bool {
@@ -220,8 +254,8 @@ impl Outbound {
 impl Drop for Outbound {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if state.bytes > 0 {
-            self.queued_bytes.dec_by(state.bytes as i64);
+        if state.bytes + state.held > 0 {
+            self.queued_bytes.dec_by((state.bytes + state.held) as i64);
         }
     }
 }
