@@ -101,7 +101,7 @@ async fn many_resuming_channels_stay_within_the_budget() {
     eprintln!("RSS once every client is resuming: {} MiB", peak_rss(hub.child.id()) >> 20);
 
     let mut publishers = Vec::new();
-    for channel in channels[1..].iter().cloned() {
+    for channel in channels.iter().skip(1).cloned() {
         let (admin, script) = (admin.clone(), std::sync::Arc::clone(&script));
         publishers.push(tokio::spawn(async move {
             for n in 0..EVENTS_PER_CHANNEL {
