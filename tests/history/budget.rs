@@ -101,8 +101,8 @@ async fn many_resuming_channels_stay_within_the_budget() {
     eprintln!("RSS once every client is resuming: {} MiB", peak_rss(hub.child.id()) >> 20);
 
     let mut publishers = Vec::new();
-    for channel in channels.iter().skip(1).cloned() {
-        let (admin, script) = (admin.clone(), std::sync::Arc::clone(&script));
+    for channel in &channels[1..] {
+        let (admin, script, channel) = (admin.clone(), std::sync::Arc::clone(&script), channel.clone());
         publishers.push(tokio::spawn(async move {
             for n in 0..EVENTS_PER_CHANNEL {
                 super::script_publish(&admin, &script, &channel, &n.to_string()).await;
