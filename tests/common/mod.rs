@@ -50,7 +50,18 @@ pub const TOKEN: &str = "test-publish-token-0123456789";
 impl HubProcess {
     /// Starts the binary on ephemeral ports with `env` added, and waits for its listeners.
     pub fn start(env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mt-stream"));
+        Self::start_with(Command::new(env!("CARGO_BIN_EXE_mt-stream")), env)
+    }
+
+    /// As [`HubProcess::start`], confined to one CPU core (`taskset -c 0`; the process keeps
+    /// its pid), as a CPU-limited pod is.
+    pub fn start_on_one_core(env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new("taskset");
+        command.args(["-c", "0", env!("CARGO_BIN_EXE_mt-stream")]);
+        Self::start_with(command, env)
+    }
+
+    fn start_with(mut command: Command, env: &[(&str, &str)]) -> Self {
         command
             .arg("serve")
             .env_clear()

@@ -26,6 +26,7 @@ mod common;
 mod budget;
 mod conflation;
 mod ids;
+mod lag;
 mod outages;
 mod publishing;
 mod resume;

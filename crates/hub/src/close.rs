@@ -33,6 +33,10 @@ pub enum Close {
     InvalidUtf8,
     /// More bad requests than [`crate::session::MAX_BAD_REQUESTS`] (1008).
     TooManyBadRequests,
+    /// The hub fell behind its event source and lost events of a channel that keeps no history
+    /// (1013, try again later): the client reconnects and refetches instead of living with a
+    /// silent hole.
+    SourceLagged,
 }
 
 impl Close {
@@ -57,6 +61,7 @@ impl Close {
             Self::InvalidUtf8 => 1007,
             Self::TooManyBadRequests => 1008,
             Self::MessageTooBig => 1009,
+            Self::SourceLagged => 1013,
             Self::HeartbeatTimeout => 4000,
             Self::SlowConsumer => 4008,
         }
@@ -73,6 +78,7 @@ impl Close {
             Self::MessageTooBig => "message over 4 KiB",
             Self::InvalidUtf8 => "invalid UTF-8",
             Self::TooManyBadRequests => "too many bad requests",
+            Self::SourceLagged => "events lost: the hub fell behind its source",
         }
     }
 
@@ -86,6 +92,7 @@ impl Close {
             Self::ProtocolViolation(_) | Self::MessageTooBig | Self::InvalidUtf8 | Self::TooManyBadRequests => {
                 CloseReason::ProtocolError
             }
+            Self::SourceLagged => CloseReason::SourceLagged,
         }
     }
 
@@ -94,7 +101,7 @@ impl Close {
     /// which it should resume.
     pub fn sends_closing_notice(self) -> bool {
         match self {
-            Self::Drain | Self::SlowConsumer => true,
+            Self::Drain | Self::SlowConsumer | Self::SourceLagged => true,
             Self::PeerClosed { .. }
             | Self::PeerGone
             | Self::HeartbeatTimeout
@@ -127,12 +134,21 @@ pub enum CloseReason {
     ProtocolError,
     /// Writing to the socket failed (no close frame could be sent).
     IoError,
+    /// The hub lost events of the client's channel to a lag behind its source (1013).
+    SourceLagged,
 }
 
 impl CloseReason {
     /// Every label value, in the order `docs/metrics.md` lists them.
-    pub const ALL: [Self; 6] =
-        [Self::Peer, Self::Drain, Self::SlowConsumer, Self::HeartbeatTimeout, Self::ProtocolError, Self::IoError];
+    pub const ALL: [Self; 7] = [
+        Self::Peer,
+        Self::Drain,
+        Self::SlowConsumer,
+        Self::HeartbeatTimeout,
+        Self::ProtocolError,
+        Self::IoError,
+        Self::SourceLagged,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -142,6 +158,7 @@ impl CloseReason {
             Self::HeartbeatTimeout => "heartbeat_timeout",
             Self::ProtocolError => "protocol_error",
             Self::IoError => "io_error",
+            Self::SourceLagged => "source_lagged",
         }
     }
 }
@@ -185,6 +202,7 @@ mod tests {
             Close::MessageTooBig,
             Close::InvalidUtf8,
             Close::TooManyBadRequests,
+            Close::SourceLagged,
         ];
         for close in all {
             let reason = if close.reason().is_empty() { "(empty)".to_owned() } else { format!("`{}`", close.reason()) };
@@ -212,6 +230,7 @@ mod tests {
             Close::MessageTooBig,
             Close::InvalidUtf8,
             Close::TooManyBadRequests,
+            Close::SourceLagged,
         ];
         for close in all {
             assert!(close.reason().len() <= 123, "{close:?}");
@@ -220,7 +239,7 @@ mod tests {
             assert_eq!(&frame.payload[2..], close.reason().as_bytes());
         }
         let notices: Vec<u16> = all.iter().filter(|c| c.sends_closing_notice()).map(|c| c.code()).collect();
-        assert_eq!(notices, [1001, 4008]);
+        assert_eq!(notices, [1001, 4008, 1013]);
         assert_eq!(Close::SlowConsumer.metric_reason(), CloseReason::SlowConsumer);
     }
 }

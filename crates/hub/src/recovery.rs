@@ -245,10 +245,10 @@ pub async fn catch_up(history: History, hub: Arc<Hub>, channels: Vec<(ChannelNam
     for (channel, from) in channels {
         let replayed = catch_up_channel(&history, &hub, &channel, from).await;
         match replayed {
-            Some(events) => tracing::info!(%channel, events, "caught up after the source reconnected"),
+            Some(events) => tracing::info!(%channel, events, "caught up from history after a reconnect or a lag"),
             None => {
                 hub.abandon_catch_up(&channel);
-                tracing::warn!(%channel, "could not catch up after the source reconnected; events may be missing");
+                tracing::warn!(%channel, "could not catch up from history; events may be missing");
             }
         }
     }

@@ -27,6 +27,9 @@ pub(super) struct Channel {
 pub(super) struct ChannelInner {
     /// The id of the channel's newest event.
     pub last_id: EventId,
+    /// Where the channel's history stood when its subscription went live is known (see
+    /// [`Hub::seed_position`]), so a catch-up can start at `last_id` even before an event came.
+    pub position_known: bool,
     pub subscribers: Vec<Arc<Client>>,
     /// Subscriptions replaying history; they get live events only through their seam.
     pub recovering: Vec<Recovering>,
@@ -130,6 +133,16 @@ impl Hub {
             // The receiver lives as long as the source; after it is gone nobody needs to know.
             let _ = interest.send(channel.clone());
         }
+    }
+
+    /// Closes every connection that listens to `channel` (live or resuming) with `close`;
+    /// returns how many this call closed.
+    pub fn close_subscribers(&self, channel: &ChannelName, close: crate::close::Close) -> usize {
+        let Some(channel_state) = self.channel(channel) else { return 0 };
+        let inner = lock(&channel_state.inner);
+        let live = inner.subscribers.iter();
+        let resuming = inner.recovering.iter().map(|r| &r.client);
+        live.chain(resuming).filter(|client| client.outbound.close(close)).count()
     }
 
     /// True while at least one local connection listens to `channel`.

@@ -78,11 +78,24 @@ impl Hub {
         }
         let channel_state = self.channel(channel)?;
         let mut inner = lock(&channel_state.inner);
-        if inner.catch_up.is_some() || inner.last_id == EventId::default() {
+        if inner.catch_up.is_some() || (inner.last_id == EventId::default() && !inner.position_known) {
             return None;
         }
         inner.catch_up = Some(Seam::default());
         Some(inner.last_id)
+    }
+
+    /// Records where `channel`'s history stood when its subscription went live (`None`: it had
+    /// no history then, so everything after is new): a later catch-up (after a reconnect or a
+    /// lag) starts there even if no event has arrived yet, so events lost before the first one
+    /// are caught up too.
+    pub fn seed_position(&self, channel: &ChannelName, history_last_id: Option<EventId>) {
+        let Some(channel_state) = self.channel(channel) else { return };
+        let mut inner = lock(&channel_state.inner);
+        if let Some(id) = history_last_id {
+            inner.last_id = inner.last_id.max(id);
+        }
+        inner.position_known = true;
     }
 
     /// Fans out one event read from history during a catch-up.

@@ -52,6 +52,8 @@ struct Shared {
     canary_channel: String,
     /// When the last event (canary included) arrived; written by the pump, read by readiness.
     last_event: Arc<LastEvent>,
+    /// Where kept channels catch up from after a reconnect or a lag.
+    history: History,
     shutdown: Shutdown,
 }
 
@@ -105,18 +107,12 @@ impl RedisSource {
             prefix: prefix.clone(),
             canary_channel,
             last_event: Arc::clone(&last_event),
+            history: History::Redis { client: publisher.clone(), prefix: prefix.clone() },
             shutdown: shutdown.clone(),
         };
         shutdown.spawn(pump(shared.clone(), messages));
         shutdown.spawn(
-            Subscriptions {
-                shared: shared.clone(),
-                subscriber: subscriber.clone(),
-                interest,
-                reconnects,
-                history: History::Redis { client: publisher.clone(), prefix: prefix.clone() },
-            }
-            .run(),
+            Subscriptions { shared: shared.clone(), subscriber: subscriber.clone(), interest, reconnects }.run(),
         );
         shutdown.spawn(canary(shared, subscriber.clone(), publisher.clone()));
         Ok(Self { subscriber, publisher, prefix, hub, last_event, started: Instant::now() })
@@ -194,7 +190,7 @@ fn build_client(config: &Config) -> Result<Client, fred::error::Error> {
 
 /// Reads subscriber messages in arrival order and fans them out.
 async fn pump(shared: Shared, mut messages: broadcast::Receiver<fred::types::Message>) {
-    let Shared { hub, prefix, canary_channel, last_event, shutdown } = &shared;
+    let Shared { hub, prefix, canary_channel, last_event, shutdown, .. } = &shared;
     loop {
         let received = tokio::select! {
             biased;
@@ -215,11 +211,43 @@ async fn pump(shared: Shared, mut messages: broadcast::Receiver<fred::types::Mes
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 hub.metrics.source_lagged_messages.inc_by(missed);
-                tracing::warn!(missed, "hub fell behind redis; events dropped");
+                let (catching_up, closed) = recover_from_lag(&shared);
+                tracing::warn!(
+                    missed,
+                    catching_up,
+                    closed,
+                    "hub fell behind redis and dropped events: kept channels catch up from history, clients of the others are closed with 1013"
+                );
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// After the pump lost messages (the hub fell more than [`MESSAGE_BUFFER`] behind its
+/// subscriber connection), nobody knows which channels they were on, so every channel is
+/// treated as hit: kept channels catch up from history exactly as after a reconnect (their
+/// clients see every event, in order), and the clients of channels without history are closed
+/// with 1013 and a `closing` notice, so none is left live with a silent hole. Returns how many
+/// channels catch up and how many clients were closed.
+fn recover_from_lag(shared: &Shared) -> (usize, usize) {
+    let hub = &shared.hub;
+    let mut catching_up = Vec::new();
+    let mut closed = 0;
+    for channel in hub.channel_names() {
+        if hub.policies().keeps_history(&channel) {
+            if let Some(from) = hub.begin_catch_up(&channel) {
+                catching_up.push((channel, from));
+            }
+        } else {
+            closed += hub.close_subscribers(&channel, crate::close::Close::SourceLagged);
+        }
+    }
+    let count = catching_up.len();
+    if !catching_up.is_empty() {
+        shared.shutdown.spawn(recovery::catch_up(shared.history.clone(), Arc::clone(hub), catching_up));
+    }
+    (count, closed)
 }
 
 /// The subscriptions task: the only sender of SUBSCRIBE/UNSUBSCRIBE, so they are applied in
@@ -231,8 +259,6 @@ struct Subscriptions {
     interest: mpsc::UnboundedReceiver<ChannelName>,
     /// Every (re)connect of the subscriber.
     reconnects: broadcast::Receiver<fred::types::config::Server>,
-    /// Where kept channels catch up from after a reconnect.
-    history: History,
 }
 
 impl Subscriptions {
@@ -257,7 +283,7 @@ impl Subscriptions {
     /// After every (re)connect: subscribe everything the hub wants again (and the canary); after
     /// a *re*connect, kept channels first catch up from history.
     async fn on_connect(&self, reconnected: bool) {
-        let Shared { hub, prefix, canary_channel, last_event, shutdown } = &self.shared;
+        let Shared { hub, prefix, canary_channel, last_event, history, shutdown } = &self.shared;
         if reconnected {
             hub.metrics.source_reconnects.inc();
         }
@@ -277,8 +303,9 @@ impl Subscriptions {
         match subscribe_and_confirm(&self.subscriber, channels).await {
             Ok(()) => {
                 hub.mark_live(&wanted);
+                self.seed_positions(wanted.clone());
                 if !catching_up.is_empty() {
-                    shutdown.spawn(recovery::catch_up(self.history.clone(), Arc::clone(hub), catching_up));
+                    shutdown.spawn(recovery::catch_up(history.clone(), Arc::clone(hub), catching_up));
                 }
             }
             Err(error) => {
@@ -289,6 +316,29 @@ impl Subscriptions {
                 let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.subscriber.force_reconnection()).await;
             }
         }
+    }
+
+    /// Reads, for each newly live kept channel, where its history stands, so a catch-up after a
+    /// lag or reconnect that happens before its first event arrives still knows where to start
+    /// (one read each, in a tracked task; a failed read leaves the channel as it was).
+    fn seed_positions(&self, channels: Vec<ChannelName>) {
+        let Shared { hub, history, shutdown, .. } = &self.shared;
+        let kept: Vec<ChannelName> = channels.into_iter().filter(|c| hub.policies().keeps_history(c)).collect();
+        if kept.is_empty() {
+            return;
+        }
+        let (hub, history) = (Arc::clone(hub), history.clone());
+        shutdown.spawn(async move {
+            let beyond_everything = EventId::new(u64::MAX, u64::MAX);
+            let limit = history::PageLimit { events: 1, bytes: 1 };
+            for channel in kept {
+                match history.read_after(&channel, beyond_everything, limit).await {
+                    Ok(history::Read::Page(page)) => hub.seed_position(&channel, Some(page.last_id)),
+                    Ok(history::Read::NoStream) => hub.seed_position(&channel, None),
+                    Ok(history::Read::Unreadable(_)) | Err(_) => {}
+                }
+            }
+        });
     }
 
     /// Applies a batch of interest changes: subscribe the channels that gained their first
@@ -304,7 +354,10 @@ impl Subscriptions {
         if !wanted.is_empty() {
             let names: Vec<String> = wanted.iter().map(|c| prefix.redis_channel(c)).collect();
             match subscribe_and_confirm(&self.subscriber, names).await {
-                Ok(()) => hub.mark_live(&wanted),
+                Ok(()) => {
+                    hub.mark_live(&wanted);
+                    self.seed_positions(wanted);
+                }
                 // The next (re)connect subscribes everything the hub wants.
                 Err(error) => tracing::warn!(%error, "subscribe failed"),
             }
