@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abuse;
 mod bad_clients;
 mod fan_out;
 mod limits;

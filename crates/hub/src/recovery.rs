@@ -151,7 +151,6 @@ impl Recovery {
             }
         }
         tracing::info!(client = client.id.0, %channel, "resume cannot keep up with live events; closing with 4008");
-        hub.metrics.slow_consumer_disconnects.inc();
         client.outbound.close(Close::SlowConsumer);
         Err(Stop::Closed)
     }

@@ -61,7 +61,8 @@ impl Hub {
             outbound: Outbound::new(
                 self.budget.queue_cap_per_connection().bytes() as usize,
                 self.metrics.queued_bytes.clone(),
-            ),
+            )
+            .counting_slow_consumers(self.metrics.slow_consumer_disconnects.clone()),
             started: Instant::now(),
             last_seen_ns: AtomicU64::new(0),
             channels: Mutex::new(ClientChannels::default()),

@@ -111,7 +111,6 @@ impl Hub {
                 true
             }
             Push::Overflowed => {
-                self.metrics.slow_consumer_disconnects.inc();
                 tracing::info!(client = client.id.0, "slow consumer: closing with 4008");
                 false
             }

@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 
@@ -64,6 +65,9 @@ pub struct Outbound {
     cap: usize,
     /// The global `queued_bytes` gauge, shared with every other queue.
     queued_bytes: Gauge,
+    /// Counts this queue's 4008 close, whatever caused it (an event, a reply or pong, or a
+    /// resume that cannot keep up): `slow_consumer_disconnects_total`.
+    slow_consumer_closes: Counter,
 }
 
 /// What one drain took out of the queue.
@@ -83,7 +87,14 @@ impl Outbound {
             room_waiters: std::sync::atomic::AtomicUsize::new(0),
             cap,
             queued_bytes,
+            slow_consumer_closes: Counter::default(),
         }
+    }
+
+    /// Counts this queue's slow-consumer close in `counter` (the hub's metric).
+    pub fn counting_slow_consumers(mut self, counter: Counter) -> Self {
+        self.slow_consumer_closes = counter;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -98,6 +109,9 @@ impl Outbound {
         state.bytes = 0;
         state.close = Some(close);
         drop(state);
+        if close == Close::SlowConsumer {
+            self.slow_consumer_closes.inc();
+        }
         self.queued_bytes.dec_by(freed as i64);
         self.frames_ready.notify_one();
         self.closing.notify_one();
@@ -179,6 +193,22 @@ impl Outbound {
             return false;
         }
         self.close_locked(state, close);
+        true
+    }
+
+    /// Marks the connection for closing (the first reason wins) *after* what is queued: the
+    /// writer sends the queued frames, then the close. For closes that must be explained by
+    /// the replies before them (too many bad requests); bounded by one heartbeat interval if
+    /// the peer does not read. Returns whether this call set the reason.
+    pub fn close_after_queued(&self, close: Close) -> bool {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        state.close = Some(close);
+        drop(state);
+        self.frames_ready.notify_one();
+        self.drained.notify_waiters();
         true
     }
 

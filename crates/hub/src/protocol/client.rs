@@ -36,6 +36,8 @@ pub enum RequestError {
     TooManyChannels { max: usize },
     #[error("bad since: {0}")]
     BadSince(String),
+    #[error("more than {per_second} subscribe/unsubscribe messages a second; this one was not applied")]
+    RateLimited { per_second: u32 },
 }
 
 impl From<BadEventId> for RequestError {
@@ -52,6 +54,7 @@ impl RequestError {
             Self::BadChannel(_) => "bad_channel",
             Self::TooManyChannels { .. } => "too_many_channels",
             Self::BadSince(_) => "bad_since",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 }

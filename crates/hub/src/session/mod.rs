@@ -36,6 +36,7 @@ use crate::shutdown::Shutdown;
 use crate::wire;
 
 pub mod heartbeat;
+pub mod rate_limit;
 pub mod writer;
 
 use writer::write_loop;
@@ -130,6 +131,7 @@ async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, input: R) {
     let hub = &services.hub;
     let mut frames = FrameReader::new(input);
     let mut bad_requests = 0u32;
+    let mut ops = rate_limit::OpBudget::new(std::time::Instant::now());
     loop {
         let frame = match frames.next().await {
             Ok(frame) => frame,
@@ -141,6 +143,9 @@ async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, input: R) {
         client.touch();
         let outcome = match frame {
             ClientFrame::Text(text) => match ClientMessage::parse(&text) {
+                Ok(_) if !ops.take(std::time::Instant::now()) => {
+                    Err(RequestError::RateLimited { per_second: rate_limit::PER_SECOND })
+                }
                 Ok(ClientMessage::Subscribe { channels, since }) => connection.subscribe(&channels, since),
                 Ok(ClientMessage::Unsubscribe(channels)) => {
                     hub.unsubscribe(client, &channels);
@@ -164,7 +169,8 @@ async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, input: R) {
             bad_requests += 1;
             connection.reject(&error);
             if bad_requests > MAX_BAD_REQUESTS {
-                client.outbound.close(Close::TooManyBadRequests);
+                // The error replies that explain the close go out before it.
+                client.outbound.close_after_queued(Close::TooManyBadRequests);
                 return;
             }
         }

@@ -137,7 +137,13 @@ async fn write_batch(
                 return WriteOutcome::Interrupted { partial };
             }
             () = tokio::time::sleep_until(heartbeat.next_ping) => {
-                // The socket is full; a peer that also answers nothing is closed.
+                // The socket is full. A connection already closing (its last replies were left
+                // to go out first) waits no longer than this; otherwise a peer that also
+                // answers nothing is closed.
+                if client.outbound.close_reason().is_some() {
+                    let partial = (offset > 0).then(|| batch[index].frame.slice(offset..));
+                    return WriteOutcome::Interrupted { partial };
+                }
                 heartbeat.tick(client);
                 continue;
             }
