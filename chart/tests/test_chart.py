@@ -155,6 +155,15 @@ def all_containers(objs: list[dict]):
             yield d, c
 
 
+# The NetworkPolicy's optional branches: ws only from the ingress controller, Prometheus in
+# another namespace, and a publisher's address range on the admin port.
+NETWORK_POLICY_CUSTOM = (
+    "eventStream.networkPolicy.wsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=ingress-nginx",
+    "eventStream.networkPolicy.wsFrom[0].podSelector.matchLabels.app\\.kubernetes\\.io/name=ingress-nginx",
+    "eventStream.networkPolicy.prometheusNamespaceLabels.kubernetes\\.io/metadata\\.name=monitoring",
+    "eventStream.networkPolicy.adminFrom[0].ipBlock.cidr=10.20.0.0/16",
+)
+
 # Configurations that together switch every optional template and branch on.
 EVERYTHING_ON = (
     "namespace.create=true",
@@ -163,7 +172,7 @@ EVERYTHING_ON = (
     "redis.auth.enabled=true",
     "secret.publishToken=tok",
     "eventStream.ws.allowedOrigins=https://monkeytown.dev",
-)
+) + NETWORK_POLICY_CUSTOM
 EXTERNAL_REDIS = ("redis.enabled=false", "externalRedis.url=redis://redis.example:6379/0")
 FIXED_REPLICAS = ("eventStream.autoscaling.enabled=false", "web.autoscaling.enabled=false")
 
@@ -207,6 +216,7 @@ def test_every_template_renders_in_some_configuration():
         "service-web.yaml", "service-event-stream.yaml", "service-redis.yaml",
         "ingress-web.yaml", "ingress-event-stream.yaml",
         "hpa-web.yaml", "hpa-event-stream.yaml", "pdb-web.yaml", "pdb-event-stream.yaml",
+        "networkpolicy-event-stream.yaml",
     ])
     for template in templates:
         rendered = False
@@ -237,6 +247,7 @@ TEMPLATE_PREFIX = {
     "Ingress": "ingress",
     "HorizontalPodAutoscaler": "hpa",
     "PodDisruptionBudget": "pdb",
+    "NetworkPolicy": "networkpolicy",
 }
 
 
@@ -351,6 +362,9 @@ def test_selectors_match_pod_template_labels(env):
     for pdb in find(objs, "PodDisruptionBudget"):
         matched = [n for n, labels in pod_labels.items() if pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()]
         assert matched == [pdb["metadata"]["name"]]
+    for policy in find(objs, "NetworkPolicy"):
+        matched = [n for n, labels in pod_labels.items() if policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert matched == [policy["metadata"]["name"]]
     for hpa in find(objs, "HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
         assert (ref["apiVersion"], ref["kind"]) == ("apps/v1", "Deployment")
@@ -563,6 +577,95 @@ def test_checksum_annotations_roll_the_pods():
     assert secret_changed["checksum/config"] == base["checksum/config"]
 
 
+# --- NetworkPolicy -------------------------------------------------------------------------------
+
+
+def _rules_by_port(policy: dict) -> dict[str, dict]:
+    """The NetworkPolicy's ingress rules by the (named) port each admits; a port in two rules fails."""
+    rules: dict[str, dict] = {}
+    for rule in policy["spec"]["ingress"]:
+        for port in rule["ports"]:
+            assert port["port"] not in rules, f"port {port['port']} is in two rules"
+            assert port["protocol"] == "TCP"
+            rules[port["port"]] = rule
+    return rules
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_network_policy_admits_ws_from_anyone_and_admin_only_from_prometheus(env):
+    """By default the event-stream NetworkPolicy selects the event-stream pods, filters their ingress only, admits the ws port from anyone and the admin port (probes, metrics, publish) only from pods labelled app.kubernetes.io/name=prometheus in the release's namespace; it names exactly the container's ports."""
+    objs = render(env)
+    policy = one(objs, "NetworkPolicy", f"monkeytown-{env}-event-stream")
+    d = event_stream(objs, env)
+    assert policy["spec"]["podSelector"] == {"matchLabels": d["spec"]["selector"]["matchLabels"]}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    rules = _rules_by_port(policy)
+    assert set(rules) == {p["name"] for p in container(d, "event-stream")["ports"]} == {"ws", "admin"}
+    assert "from" not in rules["ws"], "the ws port admits anyone"
+    # A peer without namespaceSelector selects pods of the policy's own namespace.
+    assert rules["admin"]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+    assert "egress" not in policy["spec"]
+
+
+def test_network_policy_values_reach_the_rules():
+    """wsFrom replaces "anyone" on the ws port; prometheusNamespaceLabels puts Prometheus in another namespace (one peer, both selectors); adminFrom adds peers to the admin port; a custom Prometheus label replaces the default."""
+    policy = one(render("prod", *NETWORK_POLICY_CUSTOM), "NetworkPolicy", "monkeytown-prod-event-stream")
+    rules = _rules_by_port(policy)
+    assert rules["ws"]["from"] == [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}},
+    }]
+    assert rules["admin"]["from"] == [
+        {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        },
+        {"ipBlock": {"cidr": "10.20.0.0/16"}},
+    ]
+    policy = one(
+        render("dev", "eventStream.networkPolicy.prometheusPodLabels.app\\.kubernetes\\.io/name=null",
+               "eventStream.networkPolicy.prometheusPodLabels.prometheus=k8s"),
+        "NetworkPolicy", "monkeytown-dev-event-stream")
+    assert _rules_by_port(policy)["admin"]["from"] == [{"podSelector": {"matchLabels": {"prometheus": "k8s"}}}]
+
+
+def test_network_policy_follows_the_port_values():
+    """The rules name the ports (ws, admin), so other port numbers need no change to the policy."""
+    objs = render("dev", "eventStream.service.port=8443", "eventStream.service.adminPort=9443")
+    ports = {p["name"]: p["containerPort"] for p in container(event_stream(objs), "event-stream")["ports"]}
+    assert ports == {"ws": 8443, "admin": 9443}
+    assert set(_rules_by_port(one(objs, "NetworkPolicy", "monkeytown-dev-event-stream"))) == {"ws", "admin"}
+
+
+def test_network_policy_can_be_turned_off():
+    """eventStream.networkPolicy.enabled=false renders no NetworkPolicy (and nothing else changes)."""
+    on, off = render("dev"), render("dev", "eventStream.networkPolicy.enabled=false")
+    assert not find(off, "NetworkPolicy")
+    assert [o for o in on if o["kind"] != "NetworkPolicy"] == off
+
+
+@pytest.mark.parametrize("version", [OLDEST_KUBERNETES, "latest"])
+def test_network_policy_passes_kubernetes_validate_strict(version, tmp_path):
+    """The NetworkPolicy, default and with every optional branch on, passes kubernetes-validate --strict for Kubernetes 1.27 and the newest version it ships."""
+    if version == "latest":
+        version = _latest_kubernetes()
+    files = []
+    for i, sets in enumerate([(), NETWORK_POLICY_CUSTOM]):
+        objs = render("prod", *sets, show_only="templates/networkpolicy-event-stream.yaml")
+        assert [o["kind"] for o in objs] == ["NetworkPolicy"]
+        path = tmp_path / f"networkpolicy-{i}.yaml"
+        path.write_text(yaml.safe_dump(objs[0]))
+        files.append(path)
+    proc = run(_require(KUBERNETES_VALIDATE), "--strict", "--kubernetes-version", version, *files)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len([line for line in proc.stdout.splitlines() if " passed " in line]) == len(files), proc.stdout
+    # The same check fails on a policy with a misspelt field.
+    bad = yaml.safe_load(files[0].read_text())
+    bad["spec"]["ingress"][1]["form"] = bad["spec"]["ingress"][1].pop("from")
+    files[0].write_text(yaml.safe_dump(bad))
+    assert run(_require(KUBERNETES_VALIDATE), "--strict", "--kubernetes-version", version, files[0]).returncode != 0
+
+
 # --- Redis ---------------------------------------------------------------------------------------
 
 
@@ -631,6 +734,10 @@ BAD_VALUES = {
     "unknown environment": (["--set", "environment=qa"], "environment"),
     "unknown managedBy": (["--set", "eventStream.autoscaling.managedBy=kubectl"], "managedBy"),
     "missing memory limit": (["--set", "eventStream.resources.limits.memory=null"], "memory"),
+    "empty Prometheus selector": (
+        ["--set", "eventStream.networkPolicy.prometheusPodLabels.app\\.kubernetes\\.io/name=null"], "prometheusPodLabels"),
+    "misspelt NetworkPolicy peer": (
+        ["--set", "eventStream.networkPolicy.adminFrom[0].podSelecter.matchLabels.app=publisher"], "podSelecter"),
 }
 
 

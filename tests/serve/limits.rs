@@ -122,7 +122,7 @@ async fn connection_cap_refuses_with_503() {
 async fn silent_http_connections_are_bounded() {
     let hub = HubProcess::start(&[]);
     let mut silent = Vec::new();
-    for _ in 0..mt_hub::server::MAX_PENDING_PUBLIC {
+    for _ in 0..mt_hub::listener::PUBLIC.max_pending {
         silent.push(tokio::net::TcpStream::connect(hub.public).await.unwrap());
     }
     wait_for("overload rejection", || async {

@@ -3,8 +3,14 @@
 //! Liveness and readiness are different ideas: `/healthz` says the process and its runtime
 //! answer (restart me if not); `/readyz` says this pod should get new clients now (the source
 //! delivers, it is not draining, it has room).
+//!
+//! What keeps the probes answerable whatever other clients of this port do (held sockets,
+//! slow requests) is the listener's: [`crate::listener::ADMIN`] evicts idle connections to
+//! read new ones, and a publish body that does not arrive within [`PUBLISH_BODY_TIMEOUT`] is
+//! answered 408.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -17,6 +23,9 @@ use crate::server::{text, App, Body};
 
 /// Largest event body `POST /publish` accepts.
 pub const MAX_PUBLISH_BYTES: usize = 64 << 10;
+/// How long `POST /publish` waits for the whole body once its headers are read (an in-cluster
+/// publisher sends 64 KiB in milliseconds); past it the answer is 408.
+pub const PUBLISH_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The admin router.
 pub async fn handle(request: Request<Incoming>, app: Arc<App>) -> Response<Body> {
@@ -80,16 +89,18 @@ fn token_matches(expected: &str, given: &str) -> bool {
     difference == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1) and may be followed by several spaces; another scheme gives `None`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' '))
+}
+
 async fn publish(request: Request<Incoming>, app: &App, channel: &str) -> Response<Body> {
     let Some(expected) = &app.config.publish_token else {
         return text(StatusCode::FORBIDDEN, "publishing over HTTP is disabled: set MT_PUBLISH_TOKEN\n");
     };
-    let given = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_token).unwrap_or("");
     if !token_matches(expected, given) {
         return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
     }
@@ -97,12 +108,20 @@ async fn publish(request: Request<Incoming>, app: &App, channel: &str) -> Respon
         Ok(channel) => channel,
         Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
     };
-    let body: Bytes = match Limited::new(request.into_body(), MAX_PUBLISH_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let upload =
+        tokio::time::timeout(PUBLISH_BODY_TIMEOUT, Limited::new(request.into_body(), MAX_PUBLISH_BYTES).collect());
+    let body: Bytes = match upload.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("event body over {MAX_PUBLISH_BYTES} bytes, or the upload failed\n"),
+            )
+        }
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("event body not received within {} s\n", PUBLISH_BODY_TIMEOUT.as_secs()),
             )
         }
     };
@@ -124,5 +143,17 @@ mod tests {
         assert!(!token_matches("0123456789abcdef", "0123456789abcdeF"));
         assert!(!token_matches("0123456789abcdef", "0123456789abcde"));
         assert!(!token_matches("0123456789abcdef", ""));
+    }
+
+    /// Any case of the scheme, one or more spaces; other schemes and a bare token give nothing.
+    #[test]
+    fn bearer_scheme() {
+        for value in ["Bearer tok", "bearer tok", "BEARER tok", "bEaReR tok", "Bearer   tok"] {
+            assert_eq!(bearer_token(value), Some("tok"), "{value:?}");
+        }
+        for value in ["Basic tok", "Bearertok", "tok", "", "Bearer-tok", "XBearer tok"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+        assert_eq!(bearer_token("Bearer "), Some(""));
     }
 }

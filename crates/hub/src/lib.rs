@@ -6,7 +6,10 @@
 //!
 //! - [`config`]: the settings of `serve` (flags and environment) turned into typed values.
 //! - [`serve`]: wires everything together and owns the shutdown drain sequence.
-//! - [`server`]: the public listener: accept loop and WebSocket upgrade admission.
+//! - [`listener`]: the HTTP phase both listeners share: accept loop, bounded pending
+//!   connections (the admin port evicts idle ones), header timeouts, refusals that close.
+//! - [`server`]: the public listener's route and WebSocket upgrade admission.
+//! - [`upgrade`]: the WebSocket handshake checked in one pure function.
 //! - [`admin`]: the internal listener: `/healthz`, `/readyz`, `/metrics`, `POST /publish`.
 //! - [`session`]: one connection after the upgrade: reader task, batched writer, heartbeats.
 //! - [`hub`]: the channel registry, connection admission, the fan-out of events, and the seam
@@ -36,6 +39,7 @@ pub mod event_id;
 pub mod history;
 pub mod hub;
 pub mod inbound;
+pub mod listener;
 mod lock;
 pub mod metrics;
 pub mod outbound;
@@ -48,4 +52,5 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod source;
+pub mod upgrade;
 pub mod wire;

@@ -94,6 +94,7 @@ pub struct ResumeLabels {
 pub struct Metrics {
     pub connections: Gauge,
     pub connections_rejected: Family<RejectLabels, Counter>,
+    pub admin_connections_evicted: Counter,
     pub connections_closed: Family<CloseLabels, Counter>,
     pub messages_received: Counter,
     pub messages_published: Counter,
@@ -123,6 +124,7 @@ impl Metrics {
         let metrics = Self {
             connections: Gauge::default(),
             connections_rejected: Family::default(),
+            admin_connections_evicted: Counter::default(),
             connections_closed: Family::default(),
             messages_received: Counter::default(),
             messages_published: Counter::default(),
@@ -153,6 +155,11 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("mt_stream");
         r.register("connections", "Open WebSocket connections", metrics.connections.clone());
         r.register("connections_rejected", "Upgrades refused, by reason", metrics.connections_rejected.clone());
+        r.register(
+            "admin_connections_evicted",
+            "Idle admin-port connections closed to read a new one, all 64 slots being taken",
+            metrics.admin_connections_evicted.clone(),
+        );
         r.register("connections_closed", "Connections ended, by reason", metrics.connections_closed.clone());
         r.register("messages_received", "Events received from the source", metrics.messages_received.clone());
         r.register("messages_published", "Events published through this hub", metrics.messages_published.clone());

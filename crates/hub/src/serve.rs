@@ -19,6 +19,7 @@ use crate::config::{Config, SourceConfig};
 use crate::history::memory::MemoryHistory;
 use crate::history::History;
 use crate::hub::{Hub, SourceLink};
+use crate::listener;
 use crate::metrics::Metrics;
 use crate::outbound::Close;
 use crate::recovery::Recovery;
@@ -84,17 +85,17 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
 
-    let public_loop = tokio::spawn(server::accept_loop(
+    let public_loop = tokio::spawn(listener::accept_loop(
         public,
         Arc::clone(&app),
-        server::MAX_PENDING_PUBLIC,
+        listener::PUBLIC,
         server::tune_client_socket,
         server::handle_public,
     ));
-    let admin_loop = tokio::spawn(server::accept_loop(
+    let admin_loop = tokio::spawn(listener::accept_loop(
         admin,
         Arc::clone(&app),
-        server::MAX_PENDING_ADMIN,
+        listener::ADMIN,
         server::tune_admin_socket,
         crate::admin::handle,
     ));

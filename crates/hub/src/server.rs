@@ -1,22 +1,21 @@
-//! The public listener: the HTTP accept loop and the WebSocket upgrade handler.
+//! The public listener's routes and the WebSocket upgrade handler (the accept loop both
+//! listeners share is [`crate::listener`]).
 //!
 //! Admission happens here, the last point where HTTP metadata is visible: drain state, the
-//! `Origin` allow-list, the `channels` query, and the connection cap, all answered with a
-//! plain HTTP status before any WebSocket exists. An admitted upgrade becomes a tracked
-//! [`session`] on the raw TCP stream.
+//! handshake itself ([`crate::upgrade::check_upgrade`]), the `Origin` allow-list, the `channels`
+//! query, and the connection cap, all answered with a plain HTTP status before any WebSocket
+//! exists (and, as every refusal, with `Connection: close`). An admitted upgrade becomes a
+//! tracked [`session`] on the raw TCP stream.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, ORIGIN, RETRY_AFTER};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::config::Config;
 use crate::hub::Hub;
@@ -25,9 +24,8 @@ use crate::protocol;
 use crate::session;
 use crate::shutdown::Shutdown;
 use crate::source::Source;
+use crate::upgrade::check_upgrade;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Retry-After` seconds for refused upgrades (the chart's other pods usually have room).
 const RETRY_AFTER_SECONDS: &str = "5";
 
@@ -51,62 +49,6 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
-/// Most public connections still in their HTTP phase (before the upgrade) at once. With the
-/// 10 s header timeout this bounds what a flood of silent TCP connections can hold.
-pub const MAX_PENDING_PUBLIC: usize = 1024;
-/// Most admin connections at once (probes, scrapes, publishes).
-pub const MAX_PENDING_ADMIN: usize = 64;
-
-/// Accepts connections until the task is aborted; each is served by `handler` over HTTP/1.1
-/// with upgrades enabled. `tune` is applied to each accepted socket. At most `max_pending`
-/// connections are in their HTTP phase at once; past that new ones are closed at once (and
-/// counted as rejected for `overload`), so pre-upgrade memory stays bounded.
-pub async fn accept_loop<H, F>(
-    listener: TcpListener,
-    app: Arc<App>,
-    max_pending: usize,
-    tune: fn(&TcpStream),
-    handler: H,
-) where
-    H: Fn(Request<Incoming>, Arc<App>) -> F + Copy + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
-{
-    let pending = Arc::new(tokio::sync::Semaphore::new(max_pending));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
-            app.hub.metrics.rejected(RejectReason::Overload);
-            drop(stream);
-            continue;
-        };
-        tune(&stream);
-        let app = Arc::clone(&app);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(move |request| {
-                let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(handler(request, app).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "http connection ended with an error");
-            }
-        });
-    }
-}
-
 /// Socket options for client connections: no Nagle delay, and the kernel buffers the budget
 /// reserves (cgroup v2 charges them to the pod).
 pub fn tune_client_socket(stream: &TcpStream) {
@@ -121,10 +63,10 @@ pub fn tune_admin_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
-/// The public router: `GET /ws` only.
+/// The public router: `/ws` only (its method is checked with the rest of the handshake).
 pub async fn handle_public(request: Request<Incoming>, app: Arc<App>) -> Response<Body> {
-    match (request.method(), request.uri().path()) {
-        (&Method::GET, "/ws") => upgrade(request, &app),
+    match request.uri().path() {
+        "/ws" => upgrade(request, &app),
         _ => text(StatusCode::NOT_FOUND, "not found; WebSocket clients connect to /ws\n"),
     }
 }
@@ -148,13 +90,12 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
     if app.hub.is_draining() {
         return refuse(app, RejectReason::Draining, StatusCode::SERVICE_UNAVAILABLE, "server is draining".into());
     }
-    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
-        return refuse(
-            app,
-            RejectReason::BadRequest,
-            StatusCode::UPGRADE_REQUIRED,
-            "expected a WebSocket upgrade".into(),
-        );
+    if let Err(refusal) = check_upgrade(request.method(), request.version(), request.headers()) {
+        let mut response = refuse(app, RejectReason::BadRequest, refusal.status(), refusal.to_string());
+        for (name, value) in refusal.headers() {
+            response.headers_mut().append(name, HeaderValue::from_static(value));
+        }
+        return response;
     }
     if let Some(allowed) = &app.config.allowed_origins {
         if !origin_allowed(allowed, request.headers().get(ORIGIN)) {
@@ -173,6 +114,7 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
             format!("connection limit of {} reached", app.hub.budget().max_connections),
         );
     };
+    // The handshake was checked above; this computes `Sec-WebSocket-Accept`.
     let (response, upgraded) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(pair) => pair,
         Err(error) => return refuse(app, RejectReason::BadRequest, StatusCode::BAD_REQUEST, error.to_string()),
