@@ -3,11 +3,10 @@
 //!
 //! The tests are grouped by subject, one module each: `fan_out` (the embedded broker),
 //! `redis` (fan-out through Redis, outages, a silent subscription), `limits` (slow consumers,
-//! heartbeats, connection caps), `bad_clients` (bad input, abuse, origins), `abuse` (pong and subscribe
-//! floods), `admission` (the
-//! HTTP phase of both listeners: probes under held sockets, refusals that close, the handshake
-//! checks, publish authorisation and body timeout) and `operations` (admin endpoints, the
-//! publish CLI, configuration, logs, shutdown).
+//! heartbeats, connection caps), `bad_clients` (bad input, abuse, origins), `abuse` (pong and
+//! subscribe floods), `admission` (the HTTP phase of both listeners: probes under held
+//! sockets, refusals that close, the handshake checks, publish authorisation and body
+//! timeout) and `operations` (admin endpoints, the publish CLI, configuration, logs, shutdown).
 
 #[path = "../common/mod.rs"]
 mod common;
