@@ -6,12 +6,15 @@
 #   loadtest/bench.sh churn      # the 10-minute churn run
 #   loadtest/bench.sh history    # the cost of channel history: off/on, alternated, 3 rounds
 #   HUB_BIN=/path/to/other/mt-stream loadtest/bench.sh idle   # compare another build
+#   loadtest/bench.sh spike      # RSS after a 5000-client spike, with glibc malloc tunings
 #   BEFORE_BIN=/path/to/old/mt-stream loadtest/bench.sh compare   # old vs this build, steady
 #       1000 clients x 100 events/s, alternated 3 rounds, for before/after ratios from one run
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-cargo build --release --locked -p mt-stream -p loadtest >&2
+# The same build as `cargo build --release --workspace --bins --benches` (features unified the
+# same way, so one build serves the benches and this script).
+cargo build --release --locked --workspace --bins --benches >&2
 HUB_BIN="${HUB_BIN:-$ROOT/target/release/mt-stream}"
 LOAD="$ROOT/target/release/loadtest"
 TOKEN=loadtest-token-0123456789
@@ -94,6 +97,28 @@ case "${1:-all}" in
     load steady --clients 1000 --channels 100 --rate 20000 --size 256 --duration 10 --redis-url redis://127.0.0.1:$REDIS_PORT
     metrics_batching
     ;;
+  spike)
+    # What RSS comes back to after a spike of 5000 clients (10 s at 60 events/s of 1 KiB, then
+    # all gone), with glibc's defaults and with fewer arenas / a trim threshold.
+    for variant in default arenas2 arenas2-trim; do
+      case $variant in
+        default) tune=() ;;
+        arenas2) tune=(MALLOC_ARENA_MAX=2) ;;
+        arenas2-trim) tune=(MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=131072) ;;
+      esac
+      start_hub MT_MAX_CONNECTIONS=10000 MT_MEMORY_LIMIT=8Gi "${tune[@]}"
+      idle=$(awk '/^VmRSS/ {print $2}' "/proc/$HUB_PID/status")
+      load steady --clients 5000 --rate 60 --size 1024 --duration 10 | grep -E "RSS|lost"
+      for _ in $(seq 1 100); do
+        [[ $(curl -s "http://$ADMIN/metrics" | awk '/^mt_stream_connections / {print $2}') == 0 ]] && break
+        sleep 0.1
+      done
+      sleep 5
+      after=$(awk '/^VmRSS/ {print $2}' "/proc/$HUB_PID/status")
+      echo "spike $variant: RSS idle before ${idle} KiB, 5 s after every client left ${after} KiB"
+      echo
+    done
+    ;;
   compare)
     : "${BEFORE_BIN:?set BEFORE_BIN to the mt-stream binary of the other build}"
     AFTER_BIN=$HUB_BIN
@@ -140,7 +165,7 @@ case "${1:-all}" in
     load resume --clients 1000 --channels 10 --rate 2000 --size 256 --duration 5
     ;;
   *)
-    echo "usage: $0 [all|idle|churn|history|compare]" >&2
+    echo "usage: $0 [all|idle|churn|history|spike|compare]" >&2
     exit 2
     ;;
 esac
