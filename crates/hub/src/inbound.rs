@@ -5,7 +5,8 @@
 //! subscribe/unsubscribe messages. (fastwebsockets, which does the upgrade handshake, keeps an
 //! 8 KiB read buffer per connection; at 1000 idle connections that alone was most of the
 //! hub's memory per connection.) Length limits are checked from the header, before any payload
-//! is buffered, so an oversized frame costs nothing to refuse.
+//! is buffered, so an oversized frame costs nothing to refuse; the buffer is only ever allocated
+//! at the size needed, never over [`MAX_BUFFERED`] (the `client_frames` fuzz target checks it).
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -51,6 +52,11 @@ const OP_PONG: u8 = 0xA;
 const HEADER_READ: usize = 256;
 /// A buffer grown past this is given back once empty.
 const KEEP_CAPACITY: usize = 1024;
+/// Longest client frame header: 2 bytes, an 8-byte extended length and the 4-byte mask.
+const MAX_HEADER: usize = 2 + 8 + 4;
+/// Most bytes a reader ever holds (its [`FrameReader::buffered_capacity`]): one message of
+/// [`MAX_CLIENT_MESSAGE`] and its header.
+pub const MAX_BUFFERED: usize = MAX_CLIENT_MESSAGE + MAX_HEADER;
 
 /// Reads client frames from `input`.
 pub struct FrameReader<R> {
@@ -81,8 +87,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads until at least `needed` bytes are buffered.
     async fn fill(&mut self, needed: usize) -> Result<(), ReadError> {
         while self.buffer.len() < needed {
-            let want = (needed - self.buffer.len()).max(HEADER_READ);
-            self.buffer.reserve(want);
+            if self.buffer.capacity() < needed {
+                self.grow(needed);
+            }
             match self.input.read_buf(&mut self.buffer).await {
                 Ok(0) => return Err(ReadError::Eof),
                 Ok(_) => {}
@@ -90,6 +97,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
         }
         Ok(())
+    }
+
+    /// Makes room for `needed` bytes (and at least [`HEADER_READ`] more than are buffered),
+    /// allocating exactly that: `BytesMut::reserve` may double the allocation, which took a
+    /// reader filling one 4 KiB message 200 bytes at a time to 8 KiB (found by the
+    /// `client_frames` fuzz target). So every allocation of the buffer is made here, and none
+    /// is over [`MAX_BUFFERED`].
+    fn grow(&mut self, needed: usize) {
+        debug_assert!(needed <= MAX_BUFFERED, "the header checks bound every frame");
+        let len = self.buffer.len();
+        let target = needed.max(len + HEADER_READ).min(MAX_BUFFERED);
+        // Moving the buffered bytes to the front of the allocation, when that makes room, is
+        // cheaper than a new allocation.
+        if !self.buffer.try_reclaim(target - len) {
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&self.buffer);
+            self.buffer = grown;
+        }
     }
 
     async fn header(&mut self) -> Result<Header, ReadError> {
@@ -207,6 +232,26 @@ mod tests {
         mt_testkit::client_frame(opcode, fin, payload)
     }
 
+    /// In-memory input handed out at most `chunk` bytes per read, as TCP may split it.
+    struct Chunked<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl AsyncRead for Chunked<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.chunk.min(self.data.len()).min(buf.remaining());
+            let (now, rest) = self.data.split_at(n);
+            buf.put_slice(now);
+            self.data = rest;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
     async fn read_all(bytes: Vec<u8>) -> Vec<Result<ClientFrame, ReadError>> {
         let mut reader = FrameReader::new(bytes.as_slice());
         let mut out = Vec::new();
@@ -274,6 +319,45 @@ mod tests {
         let mut rsv = masked(OP_TEXT, true, b"x");
         rsv[0] |= 0x40;
         assert!(matches!(read_all(rsv).await[0], Err(ReadError::Protocol(_))));
+    }
+
+    /// Regression (found by the `client_frames` fuzz target): one 4 KiB message arriving 200
+    /// bytes at a time made the buffer ask for 256 bytes more when 104 were missing, and
+    /// `BytesMut::reserve` doubled it to 8208 bytes.
+    #[tokio::test]
+    async fn buffer_never_doubles_while_filling_a_message() {
+        let frame = masked(OP_TEXT, true, &vec![b'a'; MAX_CLIENT_MESSAGE]);
+        // The connection ends 3841 bytes into the payload, so the reader is seen mid-message.
+        let mut reader = FrameReader::new(Chunked { data: &frame[..8 + 3841], chunk: 200 });
+        assert_eq!(reader.next().await, Err(ReadError::Eof));
+        assert!(reader.buffered_capacity() <= MAX_BUFFERED, "{}", reader.buffered_capacity());
+    }
+
+    /// Whatever the read sizes and however the frames straddle reads, the reader never holds
+    /// more than `MAX_BUFFERED` (before the fix: 8220 bytes for a 4 KiB message read 7 bytes at a
+    /// time, 5112 when a 1000-byte message came first).
+    #[tokio::test]
+    async fn buffer_stays_within_max_buffered() {
+        for read_size in [1, 7, 100, 200, 255, 256, 300, 1000, 4096, usize::MAX] {
+            for first in [0, 10, 125, 126, 200, 250, 1000, 3000, MAX_CLIENT_MESSAGE] {
+                let mut bytes = masked(OP_TEXT, true, &vec![b'a'; first]);
+                bytes.extend(masked(OP_TEXT, true, &vec![b'b'; MAX_CLIENT_MESSAGE]));
+                bytes.extend(masked(OP_PING, true, b"p"));
+                bytes.extend(masked(OP_TEXT, false, &vec![b'c'; 3000]));
+                bytes.extend(masked(OP_CONTINUATION, true, &vec![b'c'; MAX_CLIENT_MESSAGE - 3000]));
+                for cut in [bytes.len(), bytes.len() - 1000] {
+                    let mut reader = FrameReader::new(Chunked { data: &bytes[..cut], chunk: read_size });
+                    loop {
+                        let frame = reader.next().await;
+                        let held = reader.buffered_capacity();
+                        assert!(held <= MAX_BUFFERED, "read {read_size}, first {first}, cut {cut}: {held}");
+                        if frame.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// An idle reader holds no buffer; a large message's buffer is given back once handled.
