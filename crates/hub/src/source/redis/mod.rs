@@ -26,12 +26,15 @@ use fred::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{LastEvent, NotReady, PublishError};
+
+mod canary;
 use crate::event_id::EventId;
 use crate::history::{self, History};
 use crate::hub::Hub;
 use crate::protocol::{ChannelName, ChannelPrefix};
 use crate::recovery;
 use crate::shutdown::Shutdown;
+use canary::canary;
 
 /// How often the hub publishes its canary.
 pub const CANARY_INTERVAL: Duration = Duration::from_secs(1);
@@ -383,38 +386,5 @@ async fn command<T>(future: impl std::future::Future<Output = Result<T, fred::er
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("timed out after {COMMAND_TIMEOUT:?}")),
-    }
-}
-
-/// Publishes the canary, keeps the gauges fresh, and reconnects a silent subscription.
-async fn canary(shared: Shared, subscriber: Client, publisher: Client) {
-    let Shared { hub, canary_channel, last_event, shutdown, .. } = &shared;
-    let started = Instant::now();
-    let mut ticks = tokio::time::interval(CANARY_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_forced = Instant::now();
-    let mut sequence: u64 = 0;
-    loop {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        sequence += 1;
-        if publisher.is_connected() {
-            let _ = command(publisher.publish::<i64, _, _>(canary_channel.as_str(), sequence.to_string())).await;
-        }
-        let ready = readiness(&subscriber, last_event, started);
-        hub.metrics.redis_connected.set(ready.is_ok() as i64);
-        if let Some(at) = last_event.get() {
-            hub.metrics.source_last_event_age_seconds.set(at.elapsed().as_secs_f64());
-        }
-        if let Err(NotReady::SubscriptionSilent(age)) = ready {
-            if age >= CANARY_STALL && last_forced.elapsed() >= CANARY_STALL {
-                tracing::warn!(?age, "redis subscription silent; forcing a reconnect");
-                last_forced = Instant::now();
-                let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
-            }
-        }
     }
 }

@@ -1,0 +1,112 @@
+//! The queue: byte cap, 4008, conflation, drain order, first close wins, held bytes.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::event_id::EventId;
+use crate::protocol::{self, ChannelName};
+
+fn event(len: usize) -> Arc<Event> {
+    Arc::new(Event { frame: Bytes::from(vec![0u8; len]), received_at: Instant::now(), kind: EventKind::Control })
+}
+
+fn delivery(channel: &str, ms: u64, conflate: bool) -> Arc<Event> {
+    let channel = ChannelName::new(channel).unwrap();
+    let frame = protocol::encode_event(&channel, &EventId::new(ms, 0).to_string(), &[b'x'; 200]);
+    Event::delivery(frame, Instant::now(), channel, EventId::new(ms, 0), conflate)
+}
+
+/// What the queue holds, as "channel@ms" for deliveries and "skip:channel:count:from-to".
+fn contents(queue: &Outbound) -> Vec<String> {
+    queue
+        .lock()
+        .frames
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Delivery { channel, id, .. } => format!("{channel}@{}", id.ms),
+            EventKind::Skipped(s) => format!("skip:{}:{}:{}-{}", s.channel, s.count, s.from.ms, s.to.ms),
+            EventKind::Control => "control".to_owned(),
+        })
+        .collect()
+}
+
+/// A conflated channel keeps only its newest event, announced by one merged notice; other
+/// channels' events stay; and a queue of non-conflated events still closes with 4008.
+#[test]
+fn conflation_keeps_the_newest_per_channel() {
+    let gauge = Gauge::default();
+    let size = delivery("p", 0, true).frame.len();
+    let queue = Outbound::new(size * 4, gauge.clone());
+    for (channel, ms, conflate) in [("p", 1, true), ("q", 2, true), ("x", 3, false), ("p", 4, true)] {
+        assert_eq!(queue.push(&delivery(channel, ms, conflate)), Push::Queued);
+    }
+    assert_eq!(queue.push(&delivery("p", 5, true)), Push::Conflated);
+    assert_eq!(contents(&queue), ["q@2", "x@3", "skip:p:2:1-4", "p@5"]);
+    assert_eq!(gauge.get() as usize, queue.queued());
+    // q's older event goes when q needs room; p's notice merges with the next drop of p.
+    assert_eq!(queue.push(&delivery("q", 6, true)), Push::Conflated);
+    assert_eq!(contents(&queue), ["x@3", "skip:p:2:1-4", "p@5", "skip:q:1:2-2", "q@6"]);
+    assert_eq!(queue.push(&delivery("p", 7, true)), Push::Conflated);
+    assert_eq!(contents(&queue), ["x@3", "skip:q:1:2-2", "q@6", "skip:p:3:1-5", "p@7"]);
+    assert_eq!(queue.close_reason(), None);
+    assert_eq!(gauge.get() as usize, queue.queued());
+
+    let strict = Outbound::new(size * 2, Gauge::default());
+    strict.push(&delivery("x", 1, false));
+    strict.push(&delivery("x", 2, false));
+    assert_eq!(strict.push(&delivery("p", 3, true)), Push::Overflowed, "nothing to conflate");
+    assert_eq!(strict.close_reason(), Some(Close::SlowConsumer));
+}
+
+/// Frames queue up to the cap; the push that passes it closes with 4008 and frees the queue.
+#[test]
+fn overflow_closes_as_slow_consumer_and_frees_memory() {
+    let gauge = Gauge::default();
+    let queue = Outbound::new(1000, gauge.clone());
+    for _ in 0..10 {
+        assert_eq!(queue.push(&event(100)), Push::Queued);
+    }
+    assert_eq!(gauge.get(), 1000);
+    assert_eq!(queue.push(&event(1)), Push::Overflowed);
+    assert_eq!(gauge.get(), 0);
+    assert_eq!(queue.queued(), 0);
+    assert_eq!(queue.close_reason(), Some(Close::SlowConsumer));
+    assert_eq!(queue.push(&event(1)), Push::Closed);
+}
+
+/// One event bigger than the cap still reaches a client whose queue is empty.
+#[test]
+fn oversized_event_fits_an_empty_queue() {
+    let queue = Outbound::new(100, Gauge::default());
+    assert_eq!(queue.push(&event(500)), Push::Queued);
+    assert_eq!(queue.push(&event(1)), Push::Overflowed);
+}
+
+/// Draining takes everything in order and the gauge follows.
+#[test]
+fn drain_takes_all_in_order() {
+    let gauge = Gauge::default();
+    let queue = Outbound::new(10_000, gauge.clone());
+    let events: Vec<_> = (1..=5).map(event).collect();
+    for e in &events {
+        queue.push(e);
+    }
+    let mut batch = Vec::new();
+    let drained = queue.drain_into(&mut batch);
+    assert_eq!(drained.bytes, 15);
+    assert_eq!(drained.close, None);
+    let lens: Vec<usize> = batch.iter().map(|e| e.frame.len()).collect();
+    assert_eq!(lens, [1, 2, 3, 4, 5]);
+    assert_eq!(gauge.get(), 0);
+}
+
+/// The first close reason wins.
+#[test]
+fn first_close_wins() {
+    let queue = Outbound::new(100, Gauge::default());
+    assert!(queue.close(Close::Drain));
+    assert!(!queue.close(Close::HeartbeatTimeout));
+    assert_eq!(queue.close_reason(), Some(Close::Drain));
+}

@@ -1,0 +1,43 @@
+//! The canary: a private event published every [`CANARY_INTERVAL`]; the subscription is trusted
+//! only while events (canaries included) keep arriving. It also keeps the source's gauges fresh
+//! and forces a reconnect of a subscription that went silent.
+
+use std::time::Instant;
+
+use fred::prelude::*;
+
+use super::{command, readiness, Shared, CANARY_INTERVAL, CANARY_STALL, COMMAND_TIMEOUT};
+use crate::source::NotReady;
+
+/// Publishes the canary, keeps the gauges fresh, and reconnects a silent subscription.
+pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client) {
+    let Shared { hub, canary_channel, last_event, shutdown, .. } = &shared;
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(CANARY_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_forced = Instant::now();
+    let mut sequence: u64 = 0;
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        sequence += 1;
+        if publisher.is_connected() {
+            let _ = command(publisher.publish::<i64, _, _>(canary_channel.as_str(), sequence.to_string())).await;
+        }
+        let ready = readiness(&subscriber, last_event, started);
+        hub.metrics.redis_connected.set(ready.is_ok() as i64);
+        if let Some(at) = last_event.get() {
+            hub.metrics.source_last_event_age_seconds.set(at.elapsed().as_secs_f64());
+        }
+        if let Err(NotReady::SubscriptionSilent(age)) = ready {
+            if age >= CANARY_STALL && last_forced.elapsed() >= CANARY_STALL {
+                tracing::warn!(?age, "redis subscription silent; forcing a reconnect");
+                last_forced = Instant::now();
+                let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
+            }
+        }
+    }
+}
