@@ -41,7 +41,7 @@ async fn sigterm_drains_and_exits_zero() {
 }
 
 /// POST /publish needs the bearer token and a valid channel; probes answer; metrics carry every
-/// name DESIGN.md lists, in valid exposition format.
+/// name docs/metrics.md lists, in valid exposition format.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints() {
     let hub = HubProcess::start(&[]);

@@ -173,6 +173,22 @@ impl EncodeLabelValue for CloseReason {
 mod tests {
     use super::*;
 
+    /// One close of each kind (a variant added to `Close` belongs here too).
+    fn every_close() -> [Close; 10] {
+        [
+            Close::echo(None),
+            Close::PeerGone,
+            Close::Drain,
+            Close::SlowConsumer,
+            Close::HeartbeatTimeout,
+            Close::ProtocolViolation("client frames must be masked"),
+            Close::MessageTooBig,
+            Close::InvalidUtf8,
+            Close::TooManyBadRequests,
+            Close::SourceLagged,
+        ]
+    }
+
     /// A peer's close code is echoed; codes it may not send become 1002.
     #[test]
     fn peer_close_codes() {
@@ -193,18 +209,7 @@ mod tests {
             .filter(|line| line.starts_with("| 1") || line.starts_with("| 4"))
             .map(|line| line.split('|').map(str::trim).collect())
             .collect();
-        let all = [
-            Close::echo(Some(1000)),
-            Close::Drain,
-            Close::SlowConsumer,
-            Close::HeartbeatTimeout,
-            Close::ProtocolViolation("client frames must be masked"),
-            Close::MessageTooBig,
-            Close::InvalidUtf8,
-            Close::TooManyBadRequests,
-            Close::SourceLagged,
-        ];
-        for close in all {
+        for close in every_close() {
             let reason = if close.reason().is_empty() { "(empty)".to_owned() } else { format!("`{}`", close.reason()) };
             let row = rows
                 .iter()
@@ -220,18 +225,7 @@ mod tests {
     /// send the `closing` notice, and their codes are the documented ones.
     #[test]
     fn catalogue() {
-        let all = [
-            Close::echo(None),
-            Close::PeerGone,
-            Close::Drain,
-            Close::SlowConsumer,
-            Close::HeartbeatTimeout,
-            Close::ProtocolViolation("client frames must be masked"),
-            Close::MessageTooBig,
-            Close::InvalidUtf8,
-            Close::TooManyBadRequests,
-            Close::SourceLagged,
-        ];
+        let all = every_close();
         for close in all {
             assert!(close.reason().len() <= 123, "{close:?}");
             let (frame, _) = mt_testkit::parse_server_frame(&close.frame()).unwrap().unwrap();

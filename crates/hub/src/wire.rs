@@ -2,7 +2,7 @@
 //!
 //! Server frames are the same bytes for every recipient, so the hub frames each event once and
 //! the writers put the shared bytes on the sockets as they are. Reading client frames is
-//! fastwebsockets' job ([`crate::session`]); this module only writes.
+//! [`crate::inbound`]'s job; this module only writes.
 
 use bytes::Bytes;
 
