@@ -18,11 +18,14 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub: WebSocket fan-out fed by Redis, or by the embedded broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one event the way Monkeytown services do.
     Publish(mt_hub::publish::PublishArgs),
     /// Generate this pod's HPA and PDB from its budget and server-side-apply them.
     Deploy(mt_deploy::DeployArgs),
+    /// Mint a connection token (JWT) with the HMAC secret or a private key, for development
+    /// and scripts; prints it on stdout.
+    Token(mt_hub::auth::mint::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,12 +33,16 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the tokio runtime starts");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Publish(args) => {
                 println!("{}", mt_hub::publish::run(args).await?);
                 Ok(ExitCode::SUCCESS)
             }
             Command::Deploy(args) => mt_deploy::run(args).await,
+            Command::Token(args) => {
+                println!("{}", mt_hub::auth::mint::mint(&args, std::time::SystemTime::now())?);
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

@@ -35,8 +35,8 @@ ENVS = ("dev", "staging", "prod")
 OLDEST_KUBERNETES = "1.27.0"
 
 # The environment variables of `mt-stream serve` (docs/configuration.md lists every setting: flag,
-# variable, default) that the chart always sets (MT_ALLOWED_ORIGINS and MT_CONFLATE_CHANNELS are
-# set only when configured).
+# variable, default) that the chart always sets (MT_ALLOWED_ORIGINS, MT_CONFLATE_CHANNELS,
+# MT_AUTH_HMAC_SECRET and MT_AUTH_PUBLIC_KEYS_FILE are set only when configured).
 CONTRACT_ENV = (
     "MT_LISTEN",
     "MT_ADMIN_LISTEN",
@@ -52,6 +52,9 @@ CONTRACT_ENV = (
     "MT_HISTORY_CHANNELS",
     "MT_HISTORY_MAX_EVENTS",
     "MT_HISTORY_MAX_AGE_SECONDS",
+    "MT_PUBLIC_CHANNELS",
+    "MT_AUTH_AUDIENCE",
+    "MT_AUTH_KEYS_RELOAD_SECONDS",
 )
 
 # Values renamed to carry their unit: (old key, new key, unit, the env var the value sets). The
@@ -164,6 +167,24 @@ NETWORK_POLICY_CUSTOM = (
     "eventStream.networkPolicy.adminFrom[0].ipBlock.cidr=10.20.0.0/16",
 )
 
+
+
+def set_literal(text: str) -> str:
+    """text escaped for `helm --set key=<here>`, which would otherwise read commas, braces, ... as syntax."""
+    return re.sub(r"([\\,{}\[\]=.])", r"\\\1", text)
+
+
+# Token verification on (the chart's own Secret): an HMAC secret of 32+ bytes and a JWKS with
+# one Ed25519 public key (RFC 8037's example key).
+AUTH_HMAC_SECRET = "hmac-secret-for-chart-tests-0123456789"
+AUTH_JWKS = json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1",
+                                  "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]})
+AUTH_ON = (
+    f"secret.authHmacSecret={AUTH_HMAC_SECRET}",
+    f"secret.authPublicKeysJwks={set_literal(AUTH_JWKS)}",
+    "eventStream.auth.publicChannels={builds,town:*}",
+)
+
 # Configurations that together switch every optional template and branch on.
 EVERYTHING_ON = (
     "namespace.create=true",
@@ -172,7 +193,7 @@ EVERYTHING_ON = (
     "redis.auth.enabled=true",
     "secret.publishToken=tok",
     "eventStream.ws.allowedOrigins=https://monkeytown.dev",
-) + NETWORK_POLICY_CUSTOM
+) + NETWORK_POLICY_CUSTOM + AUTH_ON
 EXTERNAL_REDIS = ("redis.enabled=false", "externalRedis.url=redis://redis.example:6379/0")
 FIXED_REPLICAS = ("eventStream.autoscaling.enabled=false", "web.autoscaling.enabled=false")
 
@@ -500,7 +521,8 @@ def test_every_event_stream_env_var_is_named_in_the_schema():
         seen |= {name for name in env_map(objs, event_stream(objs, env), "event-stream")
                  if re.match(r"^(MT|REDIS|GITHUB)_", name)}
     # The configurations above really reach every variable the chart can set.
-    assert set(CONTRACT_ENV) | {"MT_ALLOWED_ORIGINS", "MT_CONFLATE_CHANNELS", "REDIS_PASSWORD"} <= seen
+    assert set(CONTRACT_ENV) | {"MT_ALLOWED_ORIGINS", "MT_CONFLATE_CHANNELS", "REDIS_PASSWORD",
+                                "MT_AUTH_HMAC_SECRET", "MT_AUTH_PUBLIC_KEYS_FILE"} <= seen
     missing = sorted(seen - named)
     assert not missing, f"env vars of the event-stream container not named in values.schema.json: {missing}"
 

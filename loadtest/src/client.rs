@@ -30,14 +30,19 @@ pub enum Ending {
     Stopped,
 }
 
+/// The `Sec-WebSocket-Key` of every handshake: the base64 of exactly 16 bytes
+/// (`loadtest-mt-strm`), as RFC 6455 §4.1 requires and the hub checks.
+pub const HANDSHAKE_KEY: &str = "bG9hZHRlc3QtbXQtc3RybQ==";
+
 impl WsClient {
-    /// Connects to `/ws?channels=<channel>` (resuming after `since` when given) and waits for
-    /// the `subscribed` reply.
+    /// Connects to `/ws?channels=<channel>` (resuming after `since`, and with the connection
+    /// token `token`, when given) and waits for the `subscribed` reply.
     pub async fn connect(
         addr: SocketAddr,
         channel: &str,
         recv_buffer: Option<u32>,
         since: Option<&str>,
+        token: Option<&str>,
     ) -> anyhow::Result<Self> {
         let socket = tokio::net::TcpSocket::new_v4()?;
         if let Some(size) = recv_buffer {
@@ -46,9 +51,10 @@ impl WsClient {
         let mut stream = socket.connect(addr).await.context("connect")?;
         stream.set_nodelay(true)?;
         let since = since.map(|id| format!("&since={id}")).unwrap_or_default();
+        let token = token.map(|token| format!("&token={token}")).unwrap_or_default();
         let request = format!(
-            "GET /ws?channels={channel}{since} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: bG9hZHRlc3QtbXQtc3RyZWFt\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "GET /ws?channels={channel}{since}{token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut client = Self { stream, buffer: Vec::with_capacity(8 << 10), start: 0 };
@@ -65,11 +71,17 @@ impl WsClient {
             bail!("upgrade refused: {}", status.lines().next().unwrap_or_default());
         }
         client.start = header_end;
-        // The first frame is the subscribed reply.
-        match client.next_frame().await? {
-            Some((0x1, _)) => Ok(client),
-            other => bail!("expected the subscribed reply, got {other:?}"),
+        // The subscribed reply, after `authenticated` when a token was given.
+        for _ in 0..2 {
+            match client.next_frame().await? {
+                Some((0x1, text)) if client.buffer[text.clone()].windows(12).any(|w| w == b"\"subscribed\"") => {
+                    return Ok(client)
+                }
+                Some((0x1, _)) => continue,
+                other => bail!("expected the subscribed reply, got {other:?}"),
+            }
         }
+        bail!("no subscribed reply")
     }
 
     /// Reads more bytes; cancel-safe (`read_buf` appends only what it read).
@@ -199,6 +211,13 @@ mod tests {
     use super::*;
 
     /// Events are found in the hub's envelope without JSON parsing.
+    /// The hub refuses a key that is not the base64 of 16 bytes (a longer one made every
+    /// connection of every scenario fail once the hub began checking keys).
+    #[test]
+    fn the_handshake_key_is_one_the_hub_accepts() {
+        assert!(mt_hub::upgrade::is_base64_of_16_bytes(HANDSHAKE_KEY.as_bytes()));
+    }
+
     #[test]
     fn parses_events_from_the_envelope() {
         let frame = br#"{"channel":"lt3","id":"9","data":{"c":3,"s":42,"t":1700000000000000,"p":"xx"}}"#;

@@ -105,6 +105,9 @@ struct Args {
     /// Connections opened at once while connecting.
     #[arg(long, default_value_t = 100)]
     connect_concurrency: usize,
+    /// Connection token (JWT) every client sends as `?token=` (a hub with a verification key).
+    #[arg(long)]
+    auth_token: Option<String>,
     /// Write the summary as JSON to stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -185,10 +188,11 @@ async fn connect_all(
             .map(|&i| {
                 let channel = channels[i % channels.len()].clone();
                 let hub = args.hub;
+                let token = args.auth_token.clone();
                 tokio::spawn(async move {
                     let result = tokio::time::timeout(
                         Duration::from_secs(10),
-                        WsClient::connect(hub, &channel, recv_buffer, since),
+                        WsClient::connect(hub, &channel, recv_buffer, since, token.as_deref()),
                     )
                     .await;
                     (i, result)

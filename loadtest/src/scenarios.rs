@@ -88,6 +88,11 @@ async fn idle(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u
         hub: args.hub_pid.map(|_| HubResources::new(before, held.rss_bytes, held, 0)),
         extra: vec![
             ("connect time, s".into(), connect_seconds),
+            ("connects per second".into(), count as f64 / connect_seconds.max(1e-9)),
+            (
+                "hub CPU per connect (upgrade, token check, subscribe), µs".into(),
+                (connected.cpu_seconds - before.cpu_seconds) * 1e6 / count.max(1) as f64,
+            ),
             ("hub RSS per idle connection, KiB".into(), per_connection_kib),
             ("hub CPU while idle, s".into(), held.cpu_seconds - connected.cpu_seconds),
         ],
@@ -126,6 +131,7 @@ async fn churn(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<
         let channel = channel_names(args.channels)[slot % args.channels].clone();
         let max_ms = args.churn_max_ms.max(10);
         let channels = args.channels;
+        let token = args.auth_token.clone();
         slots.push(tokio::spawn(async move {
             let mut connections = 0u64;
             let mut failed = 0u64;
@@ -133,7 +139,11 @@ async fn churn(args: &Args) -> anyhow::Result<(Summary, hdrhistogram::Histogram<
             let mut rng = mt_testkit::Rng::new(slot as u64 * 0x9E37_79B9 + 1);
             while tokio::time::Instant::now() < deadline {
                 let hold = Duration::from_millis(10 + rng.below(max_ms));
-                match tokio::time::timeout(Duration::from_secs(10), WsClient::connect(hub, &channel, None, None)).await
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    WsClient::connect(hub, &channel, None, None, token.as_deref()),
+                )
+                .await
                 {
                     Ok(Ok(mut client)) => {
                         connections += 1;

@@ -15,8 +15,9 @@
 mod raw_client;
 mod redis;
 
-pub use self::raw_client::RawClient;
 // Not every target uses all of these, and `dead_code` does not cover an unused re-export.
+#[allow(unused_imports)]
+pub use self::raw_client::RawClient;
 #[allow(unused_imports)]
 pub use self::redis::{free_port, numsub, wait_numsub, RedisProcess};
 

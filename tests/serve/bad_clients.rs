@@ -28,12 +28,12 @@ async fn bad_input_gets_errors_and_hurts_nobody() {
     // Still usable after errors.
     send_json(&mut client, json!({"op":"subscribe","channels":["news"]})).await;
     assert_eq!(next_json(&mut client).await["op"], "subscribed");
-    // Exactly 4 KiB is allowed (a valid message padded with spaces).
+    // Exactly 9 KiB is allowed (a valid message padded with spaces): room for an auth message.
     let mut padded = json!({"op":"subscribe","channels":["news"]}).to_string();
-    padded.push_str(&" ".repeat(4096 - padded.len()));
+    padded.push_str(&" ".repeat(9216 - padded.len()));
     client.send(Message::text(padded)).await.unwrap();
     assert_eq!(next_json(&mut client).await["op"], "subscribed");
-    client.send(Message::text("x".repeat(4097))).await.unwrap();
+    client.send(Message::text("x".repeat(9217))).await.unwrap();
     assert_eq!(close_code(&mut client).await, 1009);
 
     let mut raw = RawClient::connect(hub.public, "", None).await;

@@ -73,7 +73,10 @@ The component's registry wins over the global imageRegistry; the tag defaults to
 {{- end -}}
 {{- end -}}
 
-{{/* monkeytown.secretName: the Secret holding github-token, redis-password and publish-token. */}}
+{{/*
+monkeytown.secretName: the Secret holding github-token, redis-password, publish-token,
+auth-hmac-secret and auth-public-keys.jwks.
+*/}}
 {{- define "monkeytown.secretName" -}}
 {{- default (include "monkeytown.fullname" .) .Values.secret.existingSecret -}}
 {{- end -}}
@@ -114,6 +117,56 @@ the password never appears in the pod spec.
 {{- else }}
 {{- fail "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret (the event stream needs a shared Redis)" }}
 {{- end }}
+{{- end -}}
+
+{{/*
+monkeytown.authPublicKeysMounted: "true" when the event stream gets a public keys file
+(MT_AUTH_PUBLIC_KEYS_FILE): the chart's Secret holds secret.authPublicKeysJwks, or
+secret.existingSecret provides the key (eventStream.auth.publicKeysFromExistingSecret).
+*/}}
+{{- define "monkeytown.authPublicKeysMounted" -}}
+{{- if .Values.secret.existingSecret -}}
+{{- if .Values.eventStream.auth.publicKeysFromExistingSecret -}}true{{- end -}}
+{{- else if .Values.secret.authPublicKeysJwks -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+monkeytown.checkAuthValues: the token settings' checks. The schema makes the first two already
+(they stay for --skip-schema-validation); the others are cross-field rules. A key value set
+together with secret.existingSecret would be ignored (the chart renders no Secret) and leave
+every channel public, so it is refused instead. The HMAC secret itself is never printed.
+*/}}
+{{- define "monkeytown.checkAuthValues" -}}
+{{- $auth := .Values.eventStream.auth -}}
+{{- $secret := .Values.secret -}}
+{{- $hmac := $secret.authHmacSecret | default "" | toString -}}
+{{- if and $hmac (lt (len $hmac) 32) -}}
+{{- fail (printf "secret.authHmacSecret must be at least 32 bytes (got %d): the hub refuses a shorter MT_AUTH_HMAC_SECRET; e.g. openssl rand -hex 32" (len $hmac)) -}}
+{{- end -}}
+{{- if not (kindIs "slice" $auth.publicChannels) -}}
+{{- fail "eventStream.auth.publicChannels must be a list of channel patterns, e.g. [builds, \"town:*\"]" -}}
+{{- end -}}
+{{- range $auth.publicChannels -}}
+{{- if not (regexMatch "^([A-Za-z0-9_.:-]{1,128}|[A-Za-z0-9_.:-]{0,127}[*])$" (toString .)) -}}
+{{- fail (printf "eventStream.auth.publicChannels: %q is not a channel pattern: use a channel name ([A-Za-z0-9_.:-], 1 to 128 characters) or a prefix ending in *" (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- with $secret.authPublicKeysJwks -}}
+{{- $jwks := fromJson (toString .) -}}
+{{- if or (hasKey $jwks "Error") (not (kindIs "slice" (get $jwks "keys"))) (empty (get $jwks "keys")) -}}
+{{- fail (printf "secret.authPublicKeysJwks is not a JWKS: expected a JSON object with a non-empty \"keys\" list%s" (ternary (printf " (%v)" (get $jwks "Error")) "" (hasKey $jwks "Error"))) -}}
+{{- end -}}
+{{- end -}}
+{{- if $secret.existingSecret -}}
+{{- if $hmac -}}
+{{- fail (printf "secret.authHmacSecret is ignored with secret.existingSecret: put the HMAC secret in Secret %s under the key auth-hmac-secret" $secret.existingSecret) -}}
+{{- end -}}
+{{- if $secret.authPublicKeysJwks -}}
+{{- fail (printf "secret.authPublicKeysJwks is ignored with secret.existingSecret: put the JWKS in Secret %s under the key auth-public-keys.jwks and set eventStream.auth.publicKeysFromExistingSecret=true" $secret.existingSecret) -}}
+{{- end -}}
+{{- else if $auth.publicKeysFromExistingSecret -}}
+{{- fail "eventStream.auth.publicKeysFromExistingSecret needs secret.existingSecret; with the chart's Secret, set secret.authPublicKeysJwks instead" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* monkeytown.eventStreamAutoscalingByChart: "true" when the chart renders the event-stream HPA/PDB. */}}
@@ -204,6 +257,7 @@ deployment-event-stream.yaml calls it; it renders nothing.
 */}}
 {{- define "monkeytown.checkValues" -}}
 {{- include "monkeytown.checkRenamedValues" . -}}
+{{- include "monkeytown.checkAuthValues" . -}}
 {{- $es := .Values.eventStream -}}
 {{- if le (int $es.terminationGracePeriodSeconds) (add $es.preStopSleepSeconds $es.drainSeconds | int) -}}
 {{- fail (printf "eventStream.terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + drainSeconds (%d)" (int $es.terminationGracePeriodSeconds) (add $es.preStopSleepSeconds $es.drainSeconds | int)) -}}

@@ -29,7 +29,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Send buffer the hub asks the kernel for on each client socket (the kernel doubles it).
 pub const SOCKET_SEND_BUFFER: ByteSize = ByteSize(32 << 10);
-/// Receive buffer the hub asks for on each client socket: client frames are at most 4 KiB.
+/// Receive buffer the hub asks for on each client socket: client frames are at most 9 KiB (an
+/// `auth` message with its token), most under 200 bytes.
 pub const SOCKET_RECV_BUFFER: ByteSize = ByteSize(8 << 10);
 
 /// Smallest per-connection queue cap, however many connections share the budget: a few

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::auth::Access;
 use crate::protocol::ChannelName;
 use crate::server::{text, App, Body};
 
@@ -57,6 +58,7 @@ pub fn not_ready_reason(app: &App) -> Option<String> {
 
 fn readiness(app: &App) -> Response<Body> {
     match not_ready_reason(app) {
+        None if app.access.is_open() => text(StatusCode::OK, format!("ready\nwarning: {}\n", Access::OPEN_WARNING)),
         None => text(StatusCode::OK, "ready\n"),
         Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason + "\n"),
     }

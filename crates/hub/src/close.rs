@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
+use crate::auth::AuthFailure;
 use crate::wire;
 
 /// Why the hub closes a connection. The first close asked for wins (see
@@ -37,6 +38,9 @@ pub enum Close {
     /// (1013, try again later): the client reconnects and refetches instead of living with a
     /// silent hole.
     SourceLagged,
+    /// A token was refused, none came in time, or the connection's token expired (4001): the
+    /// reason says which check failed, never the token.
+    Unauthorized(AuthFailure),
 }
 
 impl Close {
@@ -64,6 +68,7 @@ impl Close {
             Self::SourceLagged => 1013,
             Self::HeartbeatTimeout => 4000,
             Self::SlowConsumer => 4008,
+            Self::Unauthorized(_) => 4001,
         }
     }
 
@@ -75,10 +80,11 @@ impl Close {
             Self::SlowConsumer => "slow consumer: queue over budget",
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::ProtocolViolation(what) => what,
-            Self::MessageTooBig => "message over 4 KiB",
+            Self::MessageTooBig => "message over 9 KiB",
             Self::InvalidUtf8 => "invalid UTF-8",
             Self::TooManyBadRequests => "too many bad requests",
             Self::SourceLagged => "events lost: the hub fell behind its source",
+            Self::Unauthorized(failure) => failure.reason(),
         }
     }
 
@@ -93,15 +99,17 @@ impl Close {
                 CloseReason::ProtocolError
             }
             Self::SourceLagged => CloseReason::SourceLagged,
+            Self::Unauthorized(_) => CloseReason::Unauthorized,
         }
     }
 
     /// Whether the client gets a `closing` notice (last id written per channel) before the
     /// close frame: for closes the client did not cause by breaking the protocol and after
-    /// which it should resume.
+    /// which it should resume (an expired token: resume once a fresh one is at hand).
     pub fn sends_closing_notice(self) -> bool {
         match self {
-            Self::Drain | Self::SlowConsumer | Self::SourceLagged => true,
+            Self::Drain | Self::SlowConsumer | Self::SourceLagged | Self::Unauthorized(AuthFailure::Expired) => true,
+            Self::Unauthorized(_) => false,
             Self::PeerClosed { .. }
             | Self::PeerGone
             | Self::HeartbeatTimeout
@@ -136,11 +144,13 @@ pub enum CloseReason {
     IoError,
     /// The hub lost events of the client's channel to a lag behind its source (1013).
     SourceLagged,
+    /// A refused or expired token (4001).
+    Unauthorized,
 }
 
 impl CloseReason {
     /// Every label value, in the order `docs/metrics.md` lists them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Peer,
         Self::Drain,
         Self::SlowConsumer,
@@ -148,6 +158,7 @@ impl CloseReason {
         Self::ProtocolError,
         Self::IoError,
         Self::SourceLagged,
+        Self::Unauthorized,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -159,6 +170,7 @@ impl CloseReason {
             Self::ProtocolError => "protocol_error",
             Self::IoError => "io_error",
             Self::SourceLagged => "source_lagged",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }
@@ -174,7 +186,7 @@ mod tests {
     use super::*;
 
     /// One close of each kind (a variant added to `Close` belongs here too).
-    fn every_close() -> [Close; 10] {
+    fn every_close() -> [Close; 20] {
         [
             Close::echo(None),
             Close::PeerGone,
@@ -186,6 +198,16 @@ mod tests {
             Close::InvalidUtf8,
             Close::TooManyBadRequests,
             Close::SourceLagged,
+            Close::Unauthorized(AuthFailure::ALL[0]),
+            Close::Unauthorized(AuthFailure::ALL[1]),
+            Close::Unauthorized(AuthFailure::ALL[2]),
+            Close::Unauthorized(AuthFailure::ALL[3]),
+            Close::Unauthorized(AuthFailure::ALL[4]),
+            Close::Unauthorized(AuthFailure::ALL[5]),
+            Close::Unauthorized(AuthFailure::ALL[6]),
+            Close::Unauthorized(AuthFailure::ALL[7]),
+            Close::Unauthorized(AuthFailure::ALL[8]),
+            Close::Unauthorized(AuthFailure::ALL[9]),
         ]
     }
 
@@ -221,8 +243,8 @@ mod tests {
         }
     }
 
-    /// Codes and reasons fit a close frame (reason ≤ 123 bytes); only drain and slow consumer
-    /// send the `closing` notice, and their codes are the documented ones.
+    /// Codes and reasons fit a close frame (reason ≤ 123 bytes); only drain, slow consumer,
+    /// source lag and an expired token send the `closing` notice, and their codes are the documented ones.
     #[test]
     fn catalogue() {
         let all = every_close();
@@ -233,7 +255,7 @@ mod tests {
             assert_eq!(&frame.payload[2..], close.reason().as_bytes());
         }
         let notices: Vec<u16> = all.iter().filter(|c| c.sends_closing_notice()).map(|c| c.code()).collect();
-        assert_eq!(notices, [1001, 4008, 1013]);
+        assert_eq!(notices, [1001, 4008, 1013, 4001]);
         assert_eq!(Close::SlowConsumer.metric_reason(), CloseReason::SlowConsumer);
     }
 }

@@ -1,7 +1,7 @@
 //! Reading client frames (RFC 6455 §5.2, server side: every client frame is masked).
 //!
 //! A deliberately small reader: an idle connection holds no read buffer at all, and a busy one
-//! at most one 4 KiB message plus a header, because the hub's clients only ever send short
+//! at most one 9 KiB message plus a header, because the hub's clients only ever send short
 //! subscribe/unsubscribe messages. (fastwebsockets, which does the upgrade handshake, keeps an
 //! 8 KiB read buffer per connection; at 1000 idle connections that alone was most of the
 //! hub's memory per connection.) Length limits are checked from the header, before any payload
@@ -290,7 +290,8 @@ mod tests {
         );
     }
 
-    /// 4 KiB is allowed; one byte more is refused from the header, alone or across fragments.
+    /// [`MAX_CLIENT_MESSAGE`] is allowed; one byte more is refused from the header, alone or
+    /// across fragments.
     #[tokio::test]
     async fn message_size_limit() {
         let ok = read_all(masked(OP_TEXT, true, &vec![b'a'; MAX_CLIENT_MESSAGE])).await;
@@ -302,8 +303,8 @@ mod tests {
         header.extend_from_slice(&(1u64 << 40).to_be_bytes());
         header.extend_from_slice(&[0, 0, 0, 0]);
         assert_eq!(read_all(header).await[0], Err(ReadError::TooBig));
-        let mut fragments = masked(OP_TEXT, false, &vec![b'a'; 3000]);
-        fragments.extend(masked(OP_CONTINUATION, true, &vec![b'a'; 1200]));
+        let mut fragments = masked(OP_TEXT, false, &vec![b'a'; MAX_CLIENT_MESSAGE - 1000]);
+        fragments.extend(masked(OP_CONTINUATION, true, &vec![b'a'; 1001]));
         assert_eq!(read_all(fragments).await[0], Err(ReadError::TooBig));
     }
 

@@ -24,6 +24,7 @@
 //! - [`recovery`]: resume from a client's last id, and a channel's catch-up after a reconnect:
 //!   reading history and pacing the replay.
 //! - [`event_id`]: event ids (`<ms>-<seq>`, Redis stream ids).
+//! - [`auth`]: who may read which channel: token verification, grants, public channels.
 //! - [`policy`]: per-channel policies by pattern: history kept, slow consumers conflated.
 //! - [`metrics`]: every Prometheus metric, in one place.
 //! - [`shutdown`]: the cancellation token and task tracker every task runs under.
@@ -33,6 +34,7 @@
 //! crate does not depend on the Kubernetes client).
 
 pub mod admin;
+pub mod auth;
 pub mod close;
 pub mod config;
 pub mod event_id;

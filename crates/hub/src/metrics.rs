@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::auth::AuthFailure;
 pub use crate::close::CloseReason;
 use crate::protocol::{RecoveryOutcome, ResumeFailure};
 
@@ -89,6 +90,11 @@ pub struct ResumeLabels {
     pub outcome: ResumeOutcome,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub reason: AuthFailure,
+}
+
 /// The hub's metrics; cloned handles share the same values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -107,6 +113,11 @@ pub struct Metrics {
     pub history_errors: Counter,
     pub heartbeat_timeouts: Counter,
     pub client_errors: Counter,
+    pub tokens_verified: Counter,
+    pub auth_failures: Family<AuthLabels, Counter>,
+    pub forbidden_subscribes: Counter,
+    pub auth_public_keys: Gauge,
+    pub auth_key_reload_failures: Counter,
     pub queued_bytes: Gauge,
     pub channels: Gauge,
     pub redis_connected: Gauge,
@@ -137,6 +148,11 @@ impl Metrics {
             history_errors: Counter::default(),
             heartbeat_timeouts: Counter::default(),
             client_errors: Counter::default(),
+            tokens_verified: Counter::default(),
+            auth_failures: Family::default(),
+            forbidden_subscribes: Counter::default(),
+            auth_public_keys: Gauge::default(),
+            auth_key_reload_failures: Counter::default(),
             queued_bytes: Gauge::default(),
             channels: Gauge::default(),
             redis_connected: Gauge::default(),
@@ -188,6 +204,23 @@ impl Metrics {
             metrics.heartbeat_timeouts.clone(),
         );
         r.register("client_errors", "Bad client frames answered with an error message", metrics.client_errors.clone());
+        r.register("tokens_verified", "Connection tokens that passed verification", metrics.tokens_verified.clone());
+        r.register(
+            "auth_failures",
+            "Tokens refused (connection closed with 4001), by reason",
+            metrics.auth_failures.clone(),
+        );
+        r.register(
+            "forbidden_subscribes",
+            "Channels a connection asked for without a grant (answered with a forbidden error)",
+            metrics.forbidden_subscribes.clone(),
+        );
+        r.register("auth_public_keys", "Keys loaded from the public keys file", metrics.auth_public_keys.clone());
+        r.register(
+            "auth_key_reload_failures",
+            "Reads of the public keys file that failed (the keys in use stay)",
+            metrics.auth_key_reload_failures.clone(),
+        );
         r.register("queued_bytes", "Bytes waiting in all outbound queues", metrics.queued_bytes.clone());
         r.register("channels", "Channels with at least one local subscriber", metrics.channels.clone());
         r.register("redis_connected", "1 while the Redis subscription works, else 0", metrics.redis_connected.clone());
@@ -224,6 +257,11 @@ impl Metrics {
     /// Counts a resume by how it ended.
     pub fn resumed(&self, outcome: RecoveryOutcome) {
         self.resumes.get_or_create(&ResumeLabels { outcome: ResumeOutcome(outcome) }).inc();
+    }
+
+    /// Counts a refused token.
+    pub fn auth_failed(&self, reason: AuthFailure) {
+        self.auth_failures.get_or_create(&AuthLabels { reason }).inc();
     }
 
     /// Counts a refused upgrade.
@@ -299,6 +337,10 @@ mod tests {
         let resumes = labels("mt_stream_resumes_total");
         for outcome in ResumeOutcome::all() {
             assert!(resumes.contains(&format!("`{}`", outcome.as_str())), "resume outcome {outcome:?} undocumented");
+        }
+        let auth = labels("mt_stream_auth_failures_total");
+        for reason in AuthFailure::ALL {
+            assert!(auth.contains(&format!("`{}`", reason.as_str())), "auth failure {reason:?} undocumented");
         }
         let rejected = labels("mt_stream_connections_rejected_total");
         for reason in RejectReason::ALL {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::auth::Access;
 use crate::config::{Config, SourceConfig};
 use crate::history::memory::MemoryHistory;
 use crate::history::History;
@@ -76,7 +77,22 @@ pub async fn run(
             (Source::Redis(redis), hub, history)
         }
     };
+    let access = Arc::new(Access::new(&config.auth));
+    if let (Access::Enforced { verifier, .. }, Some(file)) = (&*access, &config.auth.public_keys) {
+        hub.metrics.auth_public_keys.set(file.keys.len() as i64);
+        shutdown.spawn(crate::auth::reload::run(
+            Arc::clone(verifier),
+            file.path.clone(),
+            config.auth.reload_interval,
+            Arc::new(hub.metrics.clone()),
+            shutdown.clone(),
+        ));
+    }
+    if access.is_open() {
+        tracing::warn!("{}", Access::OPEN_WARNING);
+    }
     let app = Arc::new(App {
+        access,
         config,
         hub: Arc::clone(&hub),
         source,

@@ -32,6 +32,8 @@ const RETRY_AFTER_SECONDS: &str = "5";
 /// Everything the handlers share.
 pub struct App {
     pub config: Config,
+    /// Who may read which channel.
+    pub access: Arc<crate::auth::Access>,
     pub hub: Arc<Hub>,
     pub source: Source,
     pub recovery: Arc<crate::recovery::Recovery>,
@@ -123,6 +125,7 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
         hub: Arc::clone(&app.hub),
         recovery: Arc::clone(&app.recovery),
         shutdown: app.shutdown.clone(),
+        access: Arc::clone(&app.access),
     };
     app.shutdown.spawn(async move {
         let _admission = admission;

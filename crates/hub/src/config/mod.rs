@@ -34,6 +34,7 @@ use std::num::{NonZeroU64, NonZeroUsize};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::auth::{AuthSettings, Grants, HmacSecret, PublicKeysFile};
 use crate::policy::{
     ChannelPatterns, ChannelPolicies, HistoryLimits, DEFAULT_HISTORY_CHANNELS, DEFAULT_HISTORY_MAX_AGE,
     DEFAULT_HISTORY_MAX_EVENTS,
@@ -88,6 +89,8 @@ pub struct ServeArgs {
     pub log_format: String,
     #[command(flatten)]
     pub history: HistoryArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Channel patterns whose slow consumers keep only the newest event instead of being closed
     /// (comma-separated, `*` = any run of characters); empty = none.
     #[arg(long, env = "MT_CONFLATE_CHANNELS", default_value = "")]
@@ -95,6 +98,27 @@ pub struct ServeArgs {
     /// Reserved for a GitHub event source; accepted so the chart can pass it.
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, hide = true)]
     pub github_token: Option<String>,
+}
+
+/// Who may read which channel (`docs/tokens.md`): with no key set, every channel is public.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthArgs {
+    /// Channel patterns readable without a grant (exact names, or prefixes ending in `*`,
+    /// comma-separated); only meaningful once a key is set.
+    #[arg(long, env = "MT_PUBLIC_CHANNELS", default_value = "")]
+    pub public_channels: String,
+    /// HMAC secret (at least 32 bytes) that verifies HS256 connection tokens.
+    #[arg(long, env = "MT_AUTH_HMAC_SECRET", hide_env_values = true)]
+    pub auth_hmac_secret: Option<String>,
+    /// JWKS file of public keys (RS256, ES256, EdDSA; each with a `kid`) that verify tokens.
+    #[arg(long, env = "MT_AUTH_PUBLIC_KEYS_FILE")]
+    pub auth_public_keys_file: Option<String>,
+    /// Audience (`aud`) a token must name.
+    #[arg(long, env = "MT_AUTH_AUDIENCE", default_value = crate::auth::DEFAULT_AUDIENCE)]
+    pub auth_audience: String,
+    /// Seconds between reads of the public keys file (keys rotate without a restart).
+    #[arg(long, env = "MT_AUTH_KEYS_RELOAD_SECONDS", default_value = "30")]
+    pub auth_keys_reload_seconds: String,
 }
 
 /// Which channels keep history and how much: flags of `serve` and of `publish` (which must
@@ -156,6 +180,7 @@ pub struct Config {
     pub drain: Duration,
     pub log_format: LogFormat,
     pub policies: ChannelPolicies,
+    pub auth: AuthSettings,
 }
 
 mod error;
@@ -248,6 +273,7 @@ impl Config {
         let drain = p.parse::<WholeSeconds>("MT_DRAIN_SECONDS", &args.drain_seconds);
         let log_format = p.parse::<LogFormat>("MT_LOG_FORMAT", &args.log_format);
         let policies = policies(&mut p, &args.history, &args.conflate_channels);
+        let auth = auth(&mut p, &args.auth);
 
         p.finish(|| {
             Some(Self {
@@ -264,6 +290,7 @@ impl Config {
                 drain: drain?.0,
                 log_format: log_format?,
                 policies: policies?,
+                auth: auth?,
             })
         })
     }
@@ -285,5 +312,26 @@ fn policies(p: &mut Parsing, args: &HistoryArgs, conflate_channels: &str) -> Opt
         history: history?,
         limits: HistoryLimits { max_events: max_events?.0.get(), max_age: max_age?.0 },
         conflate: conflate?,
+    })
+}
+
+fn auth(p: &mut Parsing, args: &AuthArgs) -> Option<AuthSettings> {
+    let public_channels = p.parse::<Grants>("MT_PUBLIC_CHANNELS", &args.public_channels);
+    let hmac_secret = p.optional::<HmacSecret>("MT_AUTH_HMAC_SECRET", args.auth_hmac_secret.as_deref());
+    let public_keys = p.optional::<PublicKeysFile>("MT_AUTH_PUBLIC_KEYS_FILE", args.auth_public_keys_file.as_deref());
+    let audience = match args.auth_audience.trim() {
+        "" => {
+            p.fail("MT_AUTH_AUDIENCE", "must not be empty");
+            None
+        }
+        audience => Some(audience.to_owned()),
+    };
+    let reload = p.parse::<PositiveSeconds>("MT_AUTH_KEYS_RELOAD_SECONDS", &args.auth_keys_reload_seconds);
+    Some(AuthSettings {
+        hmac_secret: hmac_secret?,
+        public_keys: public_keys?,
+        audience: audience?,
+        reload_interval: reload?.0,
+        public_channels: public_channels?,
     })
 }

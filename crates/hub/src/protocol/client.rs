@@ -1,13 +1,16 @@
-//! What clients send: the `subscribe`/`unsubscribe` messages ([`ClientMessage`]), the query of
-//! the upgrade (`?channels=…&since=…`), and the errors a bad request gets ([`RequestError`]).
+//! What clients send: the `subscribe`/`unsubscribe`/`auth` messages ([`ClientMessage`]), the
+//! query of the upgrade (`?channels=…&since=…&token=…`), and the errors a bad request gets
+//! ([`RequestError`]). A token is kept as an [`crate::auth::Token`], which no log line can print.
 
 use serde::Deserialize;
 
 use super::channel::{ChannelName, ChannelNameError};
+use crate::auth::Token;
 use crate::event_id::{BadEventId, EventId};
 
-/// Largest client frame (text message) the hub accepts: 4 KiB.
-pub const MAX_CLIENT_MESSAGE: usize = 4096;
+/// Largest client frame (text message) the hub accepts: 9 KiB, so an `auth` message carries a
+/// token of up to [`crate::auth::MAX_TOKEN`] (8 KiB).
+pub const MAX_CLIENT_MESSAGE: usize = 9 * 1024;
 /// A message a client sent, once parsed and validated.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientMessage {
@@ -17,6 +20,8 @@ pub enum ClientMessage {
         since: Vec<(ChannelName, EventId)>,
     },
     Unsubscribe(Vec<ChannelName>),
+    /// A token: the first one of a connection, or a refresh.
+    Auth(Token),
 }
 
 /// What was wrong with a client message; sent back as an `error` message.
@@ -24,7 +29,7 @@ pub enum ClientMessage {
 pub enum RequestError {
     #[error("malformed message: {0}")]
     Malformed(String),
-    #[error("unknown op {0:?}; expected subscribe or unsubscribe")]
+    #[error("unknown op {0:?}; expected subscribe, unsubscribe or auth")]
     UnknownOp(String),
     #[error("{0}")]
     BadChannel(#[from] ChannelNameError),
@@ -36,8 +41,10 @@ pub enum RequestError {
     TooManyChannels { max: usize },
     #[error("bad since: {0}")]
     BadSince(String),
-    #[error("more than {per_second} subscribe/unsubscribe messages a second; this one was not applied")]
+    #[error("more than {per_second} subscribe/unsubscribe/auth messages a second; this one was not applied")]
     RateLimited { per_second: u32 },
+    #[error("no grant for channel {0}; not subscribed")]
+    Forbidden(ChannelName),
 }
 
 impl From<BadEventId> for RequestError {
@@ -55,6 +62,15 @@ impl RequestError {
             Self::TooManyChannels { .. } => "too_many_channels",
             Self::BadSince(_) => "bad_since",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Forbidden(_) => "forbidden",
+        }
+    }
+
+    /// The channel the error is about, when it is about one (the `channel` field).
+    pub fn channel(&self) -> Option<&ChannelName> {
+        match self {
+            Self::Forbidden(channel) => Some(channel),
+            _ => None,
         }
     }
 }
@@ -70,6 +86,8 @@ struct RawClientMessage<'a> {
     channels: Vec<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     since: Option<RawSince<'a>>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// `since`: one id for every channel of the message, or an id per channel.
@@ -85,6 +103,16 @@ impl ClientMessage {
     pub fn parse(text: &str) -> Result<Self, RequestError> {
         let raw: RawClientMessage<'_> =
             serde_json::from_str(text).map_err(|e| RequestError::Malformed(e.to_string()))?;
+        if raw.op == "auth" {
+            return match raw.token {
+                Some(token) if raw.channels.is_empty() && raw.since.is_none() => Ok(Self::Auth(Token(token))),
+                Some(_) => Err(RequestError::Malformed("auth takes only a token".into())),
+                None => Err(RequestError::Malformed("auth needs a token".into())),
+            };
+        }
+        if raw.token.is_some() {
+            return Err(RequestError::Malformed("a token goes in an auth message".into()));
+        }
         if raw.channels.is_empty() || raw.channels.len() > MAX_CHANNELS_PER_CONNECTION {
             return Err(RequestError::ChannelCount { max: MAX_CHANNELS_PER_CONNECTION });
         }
@@ -131,11 +159,12 @@ pub fn parse_channel_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Resul
 }
 
 /// What the upgrade request's query asks for: `channels=a,b` and, to resume them all,
-/// `since=<id>`.
+/// `since=<id>`, and the connection's token, `token=<JWT>`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ConnectQuery {
     pub channels: Vec<ChannelName>,
     pub since: Option<EventId>,
+    pub token: Option<Token>,
 }
 
 /// Parses the query of the upgrade request (absent = no channels).
@@ -151,6 +180,11 @@ pub fn parse_connect_query(query: Option<&str>) -> Result<ConnectQuery, RequestE
             let decoded =
                 percent_decode(id).ok_or_else(|| RequestError::BadSince("bad percent-encoding in since".into()))?;
             parsed.since = Some(decoded.parse()?);
+        } else if let Some(token) = pair.strip_prefix("token=") {
+            // Never echoed: a bad encoding is reported without the value.
+            let decoded =
+                percent_decode(token).ok_or_else(|| RequestError::Malformed("bad percent-encoding in token".into()))?;
+            parsed.token = Some(Token(decoded));
         }
     }
     if parsed.channels.len() > MAX_CHANNELS_PER_CONNECTION {

@@ -14,6 +14,6 @@ pub use client::{
     MAX_CLIENT_MESSAGE,
 };
 pub use server::{
-    encode_closing, encode_error, encode_event, encode_recovered, encode_skipped, encode_subscribed,
-    encode_unsubscribed, RecoveryOutcome, ResumeFailure,
+    encode_authenticated, encode_closing, encode_error, encode_event, encode_recovered, encode_revoked, encode_skipped,
+    encode_subscribed, encode_token_expiring, encode_unsubscribed, RecoveryOutcome, ResumeFailure,
 };

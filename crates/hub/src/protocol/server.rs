@@ -171,12 +171,45 @@ pub fn encode_closing(code: u16, last_ids: &[(ChannelName, EventId)]) -> Bytes {
     })
 }
 
-/// `{"op":"error","code":…,"message":…}`
+/// `{"op":"unsubscribed","channels":[…],"reason":"forbidden"}`: a refreshed token no longer
+/// grants these channels, so the hub unsubscribed them.
+pub fn encode_revoked(channels: &[ChannelName]) -> Bytes {
+    framed(96 + channels.len() * 32, |out| {
+        out.extend_from_slice(b"{\"op\":\"unsubscribed\",\"channels\":");
+        write_channel_list(out, channels);
+        out.extend_from_slice(b",\"reason\":\"forbidden\"}");
+    })
+}
+
+/// `{"op":"authenticated","sub":…,"expires_in":…}` for a verified token, or
+/// `{"op":"authenticated","verified":false}` when the hub checks no tokens (no key set).
+pub fn encode_authenticated(verified: Option<(&str, u64)>) -> Bytes {
+    framed(96, |out| match verified {
+        Some((subject, expires_in)) => {
+            out.extend_from_slice(b"{\"op\":\"authenticated\",\"verified\":true,\"sub\":");
+            serde_json::to_writer(&mut *out, subject).expect("writing JSON to a Vec cannot fail");
+            write!(out, ",\"expires_in\":{expires_in}}}").expect("writing to a Vec cannot fail");
+        }
+        None => out.extend_from_slice(b"{\"op\":\"authenticated\",\"verified\":false}"),
+    })
+}
+
+/// `{"op":"token_expiring","in_seconds":N}`: send an `auth` message with a fresh token before then.
+pub fn encode_token_expiring(in_seconds: u64) -> Bytes {
+    framed(48, |out| {
+        write!(out, "{{\"op\":\"token_expiring\",\"in_seconds\":{in_seconds}}}").expect("writing to a Vec cannot fail")
+    })
+}
+
+/// `{"op":"error","code":…[,"channel":…],"message":…}`
 pub fn encode_error(error: &RequestError) -> Bytes {
-    framed(128, |out| {
+    framed(160, |out| {
         let message = error.to_string();
-        write!(out, "{{\"op\":\"error\",\"code\":\"{}\",\"message\":", error.code())
-            .expect("writing to a Vec cannot fail");
+        write!(out, "{{\"op\":\"error\",\"code\":\"{}\",", error.code()).expect("writing to a Vec cannot fail");
+        if let Some(channel) = error.channel() {
+            write!(out, "\"channel\":\"{channel}\",").expect("writing to a Vec cannot fail");
+        }
+        out.extend_from_slice(b"\"message\":");
         serde_json::to_writer(&mut *out, &message).expect("writing JSON to a Vec cannot fail");
         out.push(b'}');
     })

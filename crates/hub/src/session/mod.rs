@@ -18,6 +18,9 @@
 //!
 //! A `subscribe` with `since` (or `?since=`) starts a resume task (`crate::recovery`) for the
 //! channels that keep history; the others are answered at once with `recovered: false`.
+//!
+//! Which channels a connection may read is its token's business ([`auth`]): a channel it has
+//! no grant for gets a `forbidden` error instead of a subscription.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +29,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
+use crate::auth::Access;
 use crate::event_id::EventId;
 use crate::hub::{Client, Hub};
 use crate::inbound::{ClientFrame, FrameReader, ReadError};
@@ -35,10 +39,12 @@ use crate::recovery::Recovery;
 use crate::shutdown::Shutdown;
 use crate::wire;
 
+pub mod auth;
 pub mod heartbeat;
 pub mod rate_limit;
 pub mod writer;
 
+use auth::ConnectionAuth;
 use writer::write_loop;
 
 /// Longest the writer tries to get the final frames out to a peer that does not read.
@@ -56,6 +62,8 @@ pub struct Services {
     /// Runs resumes; a connection's resume task is spawned on `shutdown`'s tracker.
     pub recovery: Arc<Recovery>,
     pub shutdown: Shutdown,
+    /// Who may read which channel.
+    pub access: Arc<Access>,
 }
 
 /// One connection: the services and the hub's view of this client. Shared by its reader task
@@ -63,6 +71,8 @@ pub struct Services {
 struct Connection {
     services: Services,
     client: Arc<Client>,
+    /// Its token and the deadlines that come with it (the writer keeps the clock).
+    auth: Arc<ConnectionAuth>,
 }
 
 /// Runs a connection to its end. `leftover` holds bytes hyper read past the upgrade request.
@@ -70,13 +80,19 @@ pub async fn run(services: Services, stream: TcpStream, leftover: Bytes, query: 
     let hub = Arc::clone(&services.hub);
     let client = hub.open_client();
     client.touch();
-    let connection = Connection { services, client: Arc::clone(&client) };
-    if !query.channels.is_empty() {
+    let auth = Arc::new(ConnectionAuth::default());
+    let connection = Connection { services, client: Arc::clone(&client), auth: Arc::clone(&auth) };
+    if let Some(token) = &query.token {
+        connection.authenticate(token);
+    }
+    // With a refused token the connection is already closing: nothing is subscribed.
+    let channels = connection.hold_for_token(&query.channels, query.since);
+    if !channels.is_empty() && client.outbound.close_reason().is_none() {
         let since: Vec<(ChannelName, EventId)> = match query.since {
-            Some(id) => query.channels.iter().map(|c| (c.clone(), id)).collect(),
+            Some(id) => channels.iter().map(|c| (c.clone(), id)).collect(),
             None => Vec::new(),
         };
-        if let Err(error) = connection.subscribe(&query.channels, since) {
+        if let Err(error) = connection.subscribe(&channels, since) {
             connection.reject(&error);
         }
     }
@@ -85,7 +101,7 @@ pub async fn run(services: Services, stream: TcpStream, leftover: Bytes, query: 
     let shutdown = connection.services.shutdown.clone();
     let reader = shutdown.spawn(read_loop(connection, reader_input));
 
-    let cause = write_loop(&hub, &client, write_half, reader).await;
+    let cause = write_loop(&hub, &client, &auth, write_half, reader).await;
     hub.close_client(&client);
     hub.metrics.closed(cause);
     tracing::debug!(client = client.id.0, cause = cause.as_str(), "connection closed");
@@ -94,10 +110,18 @@ pub async fn run(services: Services, stream: TcpStream, leftover: Bytes, query: 
 impl Connection {
     /// Subscribes, queues the `subscribed` reply, and starts resuming the channels in `since`
     /// (used at connect time and by the reader). A channel without history is subscribed live
-    /// and told at once that it cannot be resumed.
+    /// and told at once that it cannot be resumed. A channel the connection may not read gets a
+    /// `forbidden` error and is left out.
     fn subscribe(&self, channels: &[ChannelName], since: Vec<(ChannelName, EventId)>) -> Result<(), RequestError> {
-        let Services { hub, recovery, shutdown } = &self.services;
+        let Services { hub, recovery, shutdown, .. } = &self.services;
         let client = &self.client;
+        let allowed = self.refuse_forbidden(channels);
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let channels = &allowed[..];
+        let since: Vec<(ChannelName, EventId)> =
+            since.into_iter().filter(|(channel, _)| channels.contains(channel)).collect();
         let (resumable, unresumable): (Vec<_>, Vec<_>) =
             since.into_iter().partition(|(channel, _)| hub.policies().keeps_history(channel));
         let resume: Vec<ChannelName> = resumable.iter().map(|(channel, _)| channel.clone()).collect();
@@ -127,7 +151,7 @@ impl Connection {
 // Reader
 
 async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, input: R) {
-    let Connection { services, client } = &connection;
+    let Connection { services, client, .. } = &connection;
     let hub = &services.hub;
     let mut frames = FrameReader::new(input);
     let mut bad_requests = 0u32;
@@ -147,6 +171,10 @@ async fn read_loop<R: AsyncRead + Unpin>(connection: Connection, input: R) {
                     Err(RequestError::RateLimited { per_second: rate_limit::PER_SECOND })
                 }
                 Ok(ClientMessage::Subscribe { channels, since }) => connection.subscribe(&channels, since),
+                Ok(ClientMessage::Auth(token)) => {
+                    connection.authenticate(&token);
+                    Ok(())
+                }
                 Ok(ClientMessage::Unsubscribe(channels)) => {
                     hub.unsubscribe(client, &channels);
                     client.outbound.push(&Event::control(protocol::encode_unsubscribed(&channels)));

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-/// Sustained subscribe/unsubscribe messages per second per connection.
+/// Sustained subscribe/unsubscribe/auth messages per second per connection.
 pub const PER_SECOND: u32 = 50;
 /// Messages a connection may send at once before the rate applies.
 pub const BURST: u32 = 100;

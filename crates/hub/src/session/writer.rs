@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
+use super::auth::ConnectionAuth;
 use super::heartbeat::Heartbeat;
 use super::{CLOSE_READ_GRACE, CLOSE_WRITE_TIMEOUT};
 use crate::close::CloseReason;
@@ -48,6 +49,7 @@ impl LastWritten {
 pub(super) async fn write_loop(
     hub: &Hub,
     client: &Arc<Client>,
+    auth: &ConnectionAuth,
     mut stream: OwnedWriteHalf,
     mut reader: tokio::task::JoinHandle<()>,
 ) -> CloseReason {
@@ -81,18 +83,29 @@ pub(super) async fn write_loop(
             finish(&mut stream, None, close, &last_written, &mut reader).await;
             break close;
         }
+        let auth_deadline = auth.next_deadline();
         tokio::select! {
-            // Both arms are cancel-safe: a wake-up that loses the race stays stored in the
-            // Notify, and the deadline is recomputed each turn.
+            // Every arm is cancel-safe: a wake-up that loses the race stays stored in the
+            // Notify, and the deadlines are recomputed each turn (a refreshed token pushes its
+            // reply, which wakes this loop to read the new ones).
             biased;
             () = client.outbound.wait_for_frames() => {}
             () = tokio::time::sleep_until(heartbeat.next_ping) => heartbeat.tick(client),
+            () = sleep_until_some(auth_deadline) => auth.on_deadline(client, &hub.metrics),
         }
     };
     if close == Close::HeartbeatTimeout {
         hub.metrics.heartbeat_timeouts.inc();
     }
     close.metric_reason()
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn record_batch(hub: &Hub, batch: &[Arc<Event>], bytes: usize) {
