@@ -7,6 +7,7 @@
 #   loadtest/bench.sh history    # the cost of channel history: off/on, alternated, 3 rounds
 #   HUB_BIN=/path/to/other/mt-stream loadtest/bench.sh idle   # compare another build
 #   loadtest/bench.sh spike      # RSS after a 5000-client spike, with glibc malloc tunings
+#   loadtest/bench.sh auth       # connect + token verification cost: no key, HS256, ES256
 #   BEFORE_BIN=/path/to/old/mt-stream loadtest/bench.sh compare   # old vs this build, steady
 #       1000 clients x 100 events/s, alternated 3 rounds, for before/after ratios from one run
 set -euo pipefail
@@ -97,18 +98,47 @@ case "${1:-all}" in
     load steady --clients 1000 --channels 100 --rate 20000 --size 256 --duration 10 --redis-url redis://127.0.0.1:$REDIS_PORT
     metrics_batching
     ;;
+  auth)
+    # What a token costs at connect time: 1000 clients connecting 100 at a time to a hub with no
+    # key (no check), with an HMAC secret (HS256 tokens) and with a JWKS of one EC key (ES256),
+    # each client giving ?token=; alternated 3 rounds. Tokens minted by `mt-stream token`.
+    secret=loadtest-hmac-secret-0123456789abcdef
+    keys="$(mktemp -d)"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$keys/ec.pem" 2>/dev/null
+    b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+    point="$keys/point"
+    openssl pkey -in "$keys/ec.pem" -pubout -outform DER 2>/dev/null | tail -c 64 >"$point"
+    x=$(head -c 32 "$point" | b64url); y=$(tail -c 32 "$point" | b64url)
+    echo "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"lt1\",\"x\":\"$x\",\"y\":\"$y\"}]}" >"$keys/keys.jwks"
+    hs=$(MT_AUTH_HMAC_SECRET=$secret "$HUB_BIN" token --sub loadtest --channels 'lt*' --ttl 1h)
+    es=$("$HUB_BIN" token --sub loadtest --channels 'lt*' --ttl 1h --key-file "$keys/ec.pem" --kid lt1)
+    for round in 1 2 3; do
+      echo "### round $round: no key"
+      start_hub; load idle --clients 1000 --duration 1 | grep -E "connect|failed"
+      echo "### round $round: HS256"
+      start_hub MT_AUTH_HMAC_SECRET=$secret; load idle --clients 1000 --duration 1 --auth-token "$hs" | grep -E "connect|failed"
+      echo "### round $round: ES256"
+      start_hub MT_AUTH_PUBLIC_KEYS_FILE="$keys/keys.jwks"; load idle --clients 1000 --duration 1 --auth-token "$es" | grep -E "connect|failed"
+    done
+    rm -rf "$keys"
+    ;;
   spike)
     # What RSS comes back to after a spike of 5000 clients (10 s at 60 events/s of 1 KiB, then
-    # all gone), with glibc's defaults and with fewer arenas / a trim threshold.
-    for variant in default arenas2 arenas2-trim; do
+    # all gone), with glibc's defaults, with fewer arenas / a trim threshold, and with jemalloc
+    # or mimalloc preloaded (Debian's libjemalloc2 / libmimalloc2.0) with their purge delays.
+    lib=/usr/lib/x86_64-linux-gnu
+    for variant in ${SPIKE_VARIANTS:-default arenas2 arenas2-trim jemalloc mimalloc}; do
       case $variant in
         default) tune=() ;;
         arenas2) tune=(MALLOC_ARENA_MAX=2) ;;
         arenas2-trim) tune=(MALLOC_ARENA_MAX=2 MALLOC_TRIM_THRESHOLD_=131072) ;;
+        jemalloc) tune=(LD_PRELOAD=$lib/libjemalloc.so.2 MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0) ;;
+        mimalloc) tune=(LD_PRELOAD=$lib/libmimalloc.so.2 MIMALLOC_PURGE_DELAY=100) ;;
+        *) echo "unknown variant $variant" >&2; exit 1 ;;
       esac
       start_hub MT_MAX_CONNECTIONS=10000 MT_MEMORY_LIMIT=8Gi "${tune[@]}"
       idle=$(awk '/^VmRSS/ {print $2}' "/proc/$HUB_PID/status")
-      load steady --clients 5000 --rate 60 --size 1024 --duration 10 | grep -E "RSS|lost"
+      load steady --clients 5000 --rate 60 --size 1024 --duration 10 | grep -E "RSS|lost|failed|deliveries"
       for _ in $(seq 1 100); do
         [[ $(curl -s "http://$ADMIN/metrics" | awk '/^mt_stream_connections / {print $2}') == 0 ]] && break
         sleep 0.1

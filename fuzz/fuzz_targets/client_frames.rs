@@ -5,7 +5,7 @@
 //! headers and payloads are split at every point, as TCP may split them); the rest is the byte
 //! stream. Frames are read until the first error (EOF included). Checked: no panic; every read
 //! that succeeds consumes input, so reading ends; what comes out respects the protocol's limits
-//! (a text message of at most 4 KiB of valid UTF-8, a ping of at most 125 bytes); the buffer
+//! (a text message of at most `MAX_CLIENT_MESSAGE` (9 KiB) of valid UTF-8, a ping of at most 125 bytes); the buffer
 //! never holds more than `mt_hub::inbound::MAX_BUFFERED`; a ping's payload framed back as a pong
 //! (as the session does) is a valid server frame.
 #![no_main]
