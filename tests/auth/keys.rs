@@ -4,6 +4,7 @@
 use std::process::Command;
 
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::jwt::{self, b64, claims, hmac_sha256, EcKey, EdKey, RsaKey};
 use super::*;
@@ -50,6 +51,19 @@ async fn rotation_without_a_restart() {
     .await;
     assert_refused(&hub, &old.token(&grants), "unknown key").await;
     assert_accepted(&hub, &new.token(&grants)).await;
+
+    // A different key under the same kid (the set's shape unchanged) is taken too.
+    let replacement = EdKey::generate("2026-12-new");
+    std::fs::write(&file, jwt::jwks(&[replacement.jwk()])).unwrap();
+    let token = replacement.token(&grants);
+    wait_for("the replaced key to verify", || async {
+        // Refused (4001) until the hub has read the file, accepted after.
+        let mut client = connect(&hub, &format!("?token={token}")).await;
+        let first = tokio::time::timeout(DEADLINE, futures_util::StreamExt::next(&mut client)).await.ok().flatten();
+        matches!(first, Some(Ok(Message::Text(text))) if text.contains("\"authenticated\"")).then_some(())
+    })
+    .await;
+    assert_refused(&hub, &new.token(&grants), "bad signature").await;
     // A connection verified before the rotation keeps its token until it expires.
     send_json(&mut by_old, json!({"op": "subscribe", "channels": ["agent:7:log"]})).await;
     assert_eq!(next_json(&mut by_old).await["op"], "subscribed");

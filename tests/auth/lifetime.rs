@@ -43,6 +43,21 @@ async fn refresh_extends_and_drops_a_grant() {
     assert_eq!(close_of(&mut client).await, (4001, "unauthorized: refresh for another sub".to_owned()));
 }
 
+/// A first token given by message to a connection that had none (public channels only) runs
+/// on its own clock: the notice and the close at `exp` come with nothing else sent to wake the
+/// connection.
+#[tokio::test]
+async fn a_token_given_later_expires_on_time() {
+    // Pings far apart, so only the token's own clock can end the connection in time.
+    let hub = hmac_hub(&[("MT_HEARTBEAT_INTERVAL_MS", "600000")]);
+    let mut client = connect(&hub, "?channels=builds").await;
+    assert_eq!(next_json(&mut client).await["op"], "subscribed");
+    send_json(&mut client, json!({"op": "auth", "token": jwt::hs256(&claims("42", &["user:42:*"], 2))})).await;
+    assert_eq!(next_json(&mut client).await["op"], "authenticated");
+    assert_eq!(next_json(&mut client).await["op"], "token_expiring");
+    assert_eq!(close_of(&mut client).await, (4001, "unauthorized: token expired".to_owned()));
+}
+
 /// Without a refresh, at `exp` the client gets `closing` with its last ids, then 4001.
 #[tokio::test]
 async fn expiry_closes_with_the_last_ids() {

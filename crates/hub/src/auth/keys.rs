@@ -147,8 +147,14 @@ pub struct PublicKeysFile {
 
 impl PublicKeysFile {
     pub fn read(path: &Path) -> Result<PublicKeys, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let keys = PublicKeys::parse(&text)?;
+        let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// The keys of a JWKS file's contents (`path` only names it in errors).
+    pub fn parse(path: &Path, text: &[u8]) -> Result<PublicKeys, String> {
+        let text = std::str::from_utf8(text).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+        let keys = PublicKeys::parse(text)?;
         if keys.is_empty() {
             return Err(format!("{} holds no keys", path.display()));
         }

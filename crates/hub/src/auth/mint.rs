@@ -30,7 +30,7 @@ pub struct TokenArgs {
     #[arg(long, requires = "kid")]
     pub key_file: Option<PathBuf>,
     /// The `kid` of the key file's public key in the hub's JWKS file.
-    #[arg(long)]
+    #[arg(long, requires = "key_file")]
     pub kid: Option<String>,
     /// Algorithm for the key file: RS256, ES256, ES384 or EdDSA (default: from the key).
     #[arg(long)]
@@ -113,7 +113,7 @@ pub fn mint(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
     let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let claims = Claims {
         sub: &args.sub,
-        aud: &args.audience,
+        aud: args.audience.trim(),
         iat,
         exp: iat + ttl.as_secs(),
         channels: grants.to_string().split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
@@ -129,7 +129,10 @@ fn algorithm_of_pem(pem: &[u8]) -> anyhow::Result<Algorithm> {
         return Ok(Algorithm::RS256);
     }
     if text.contains("BEGIN EC PRIVATE KEY") {
-        return Ok(Algorithm::ES256);
+        anyhow::bail!(
+            "--key-file holds a SEC1 EC key (BEGIN EC PRIVATE KEY); convert it to PKCS#8 with \
+             `openssl pkcs8 -topk8 -nocrypt -in old.pem -out key.pem`"
+        );
     }
     let probe = |algorithm: Algorithm, key: jsonwebtoken::errors::Result<EncodingKey>| {
         let key = key.ok()?;

@@ -14,6 +14,9 @@ use crate::shutdown::Shutdown;
 
 /// Re-reads `path` every `interval` until `stop` fires.
 pub async fn run(verifier: Arc<Verifier>, path: PathBuf, interval: Duration, metrics: Arc<Metrics>, stop: Shutdown) {
+    // The text in use: a changed file is taken even when its kids stay the same (a key
+    // replaced under its old kid).
+    let mut in_use = std::fs::read(&path).unwrap_or_default();
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -24,21 +27,34 @@ pub async fn run(verifier: Arc<Verifier>, path: PathBuf, interval: Duration, met
         }
         let read = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || PublicKeysFile::read(&path)).await
+            tokio::task::spawn_blocking(move || std::fs::read(&path)).await
         };
-        match read {
-            Ok(Ok(keys)) => {
-                if *verifier.public_keys() != keys {
-                    tracing::info!(path = %path.display(), keys = keys.len(), "public keys file changed; new keys in use");
-                    metrics.auth_public_keys.set(keys.len() as i64);
-                    verifier.replace_public_keys(keys);
-                }
+        let text = match read {
+            Ok(Ok(text)) if text == in_use => continue,
+            Ok(Ok(text)) => text,
+            Ok(Err(error)) => {
+                metrics.auth_key_reload_failures.inc();
+                tracing::error!(path = %path.display(), %error, "public keys file unreadable; the keys in use stay");
+                continue;
             }
-            Ok(Err(why)) => {
+            Err(error) => {
+                metrics.auth_key_reload_failures.inc();
+                tracing::error!(%error, "reading the public keys file failed; the keys in use stay");
+                continue;
+            }
+        };
+        match PublicKeysFile::parse(&path, &text) {
+            Ok(keys) => {
+                tracing::info!(path = %path.display(), keys = keys.len(), "public keys file changed; new keys in use");
+                metrics.auth_public_keys.set(keys.len() as i64);
+                verifier.replace_public_keys(keys);
+            }
+            Err(why) => {
                 metrics.auth_key_reload_failures.inc();
                 tracing::error!(path = %path.display(), %why, "public keys file unusable; the keys in use stay");
             }
-            Err(error) => tracing::error!(%error, "reading the public keys file failed"),
         }
+        // A broken file is reported once, and again when it changes.
+        in_use = text;
     }
 }

@@ -151,9 +151,9 @@ impl Connection {
         hub.metrics.tokens_verified.inc();
         let left = identity.expires_at.duration_since(SystemTime::now()).unwrap_or_default();
         tracing::debug!(client = client.id.0, sub = %identity.subject, expires_in = left.as_secs(), "token accepted");
-        client
-            .outbound
-            .push(&Event::control(protocol::encode_authenticated(Some((&identity.subject, left.as_secs())))));
+        let reply = protocol::encode_authenticated(Some((&identity.subject, left.as_secs())));
+        // The deadlines are in place before the reply is queued: queuing wakes the writer,
+        // which then reads them (the other order let it go back to sleep on the old ones).
         let waiting = {
             let mut state = lock(&self.auth.state);
             let now = Instant::now();
@@ -163,6 +163,7 @@ impl Connection {
             state.identity = Some(identity);
             std::mem::take(&mut state.waiting)
         };
+        client.outbound.push(&Event::control(reply));
         let revoked: Vec<ChannelName> =
             client.channels().into_iter().filter(|channel| !self.may_read(channel)).collect();
         if !revoked.is_empty() {
