@@ -10,12 +10,23 @@ WORKDIR /src
 # scripts/ and local tooling.
 COPY . .
 # Cache mounts keep the registry and target/ between builds; the binary is copied out of the
-# cached target/ in the same step.
+# cached target/ in the same step. The image gets it stripped (about 13 MiB instead of 98); its
+# symbols go to /out/mt-stream.debug, linked by name (gnu-debuglink), for the debug-symbols
+# stage below.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin mt-stream \
-    && install -D -m 0755 target/release/mt-stream /out/mt-stream
+    && install -D -m 0755 target/release/mt-stream /out/mt-stream.full \
+    && objcopy --only-keep-debug /out/mt-stream.full /out/mt-stream.debug \
+    && objcopy --strip-all --add-gnu-debuglink=/out/mt-stream.debug /out/mt-stream.full /out/mt-stream \
+    && rm /out/mt-stream.full
+
+# --- debug symbols -------------------------------------------------------------------------
+# Not part of the image: `docker build --target debug-symbols --output type=local,dest=symbols .`
+# writes symbols/mt-stream.debug, for gdb or perf against a crash or profile of the image.
+FROM scratch AS debug-symbols
+COPY --from=builder /out/mt-stream.debug /mt-stream.debug
 
 # --- runtime -----------------------------------------------------------------------------
 # bookworm-slim matches the builder's glibc and ships coreutils' `sleep`, which the chart's

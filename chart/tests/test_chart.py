@@ -1147,6 +1147,9 @@ def test_dockerfile_shape():
     assert froms[0].startswith("rust:1-bookworm") and len(froms) >= 2
     runs = " ".join(rest for word, rest in instructions if word == "RUN")
     assert "cargo build --release --locked" in runs
+    # The image's binary is stripped; its symbols are a stage of their own, not the last one.
+    assert "objcopy --strip-all" in runs and "--only-keep-debug" in runs
+    assert "scratch AS debug-symbols" in froms and froms[-1] != "scratch AS debug-symbols"
     user = [rest for word, rest in instructions if word == "USER"][-1]
     assert user.split(":")[0] not in ("root", "0")
     assert [rest for word, rest in instructions if word == "EXPOSE"] == ["8080 9090"]

@@ -3,6 +3,7 @@
 //! Scenarios: `steady`, `idle`, `slow`, `ramp`, `churn`, `reconnect` (see loadtest/README.md).
 //! Every run is bounded in time and in count, and only talks to loopback addresses.
 
+mod addr;
 mod client;
 mod procstat;
 mod publisher;
@@ -46,11 +47,11 @@ struct Args {
     /// Scenario to run.
     #[arg(value_enum)]
     scenario: Scenario,
-    /// The hub's public address.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// The hub's public address (a loopback address or a name resolving to one: `localhost:8080`).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = addr::loopback_addr)]
     hub: SocketAddr,
     /// The hub's admin address (HTTP publishing when no --redis-url).
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, default_value = "127.0.0.1:9090", value_parser = addr::loopback_addr)]
     admin: SocketAddr,
     /// Bearer token for HTTP publishing.
     #[arg(long, env = "MT_PUBLISH_TOKEN", default_value = "")]
@@ -146,6 +147,13 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", summary.table());
+    }
+    if summary.published == 0 && summary.publish_errors > 0 {
+        let why = publisher::FIRST_ERROR.get().map_or("no reason recorded", String::as_str);
+        bail!(
+            "every publish failed ({} of them), so no figure above means anything; the first: {why}",
+            summary.publish_errors
+        );
     }
     if let Some(path) = &args.plot {
         let title = format!(

@@ -37,6 +37,16 @@ const PUBLISH_SCRIPT: &str = include_str!("../../scripts/publish.lua");
 const HISTORY_MAX_EVENTS: i64 = 1000;
 const HISTORY_MAX_AGE_MS: i64 = 3_600_000;
 
+/// Why the first failed publish failed (the status line of the hub's answer, or the error), so a
+/// run in which every publish fails can say why.
+pub static FIRST_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn note_error(why: impl FnOnce() -> String) {
+    if FIRST_ERROR.get().is_none() {
+        let _ = FIRST_ERROR.set(why());
+    }
+}
+
 /// Counts shared with the progress display.
 #[derive(Default)]
 pub struct Published {
@@ -98,13 +108,17 @@ impl Sink {
                         }
                         None => pipeline.publish(key, body.as_str()).await,
                     };
-                    if queued.is_err() {
+                    if let Err(error) = queued {
+                        note_error(|| format!("redis: {error}"));
                         return batch.len() as u64;
                     }
                 }
                 match pipeline.all::<Vec<Value>>().await {
                     Ok(_) => 0,
-                    Err(_) => batch.len() as u64,
+                    Err(error) => {
+                        note_error(|| format!("redis: {error}"));
+                        batch.len() as u64
+                    }
                 }
             }
             Sink::Http { stream, admin, token, response } => {
@@ -114,7 +128,12 @@ impl Sink {
                         "POST /publish/{channel} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
                         body.len()
                     );
-                    if stream.write_all(request.as_bytes()).await.is_err() || !read_response(stream, response).await {
+                    let outcome = match stream.write_all(request.as_bytes()).await {
+                        Ok(()) => read_response(stream, response).await,
+                        Err(error) => Err(format!("writing to the hub's admin port: {error}")),
+                    };
+                    if let Err(why) = outcome {
+                        note_error(|| why);
                         failed += 1;
                     }
                 }
@@ -124,14 +143,15 @@ impl Sink {
     }
 }
 
-/// Reads one small HTTP response (the hub answers publishes with short bodies).
-async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> bool {
+/// Reads one small HTTP response (the hub answers publishes with short bodies): `Ok` for a 2xx,
+/// else why not (the status line and body).
+async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(), String> {
     buffer.clear();
     let mut chunk = [0u8; 512];
     loop {
-        let Ok(n) = stream.read(&mut chunk).await else { return false };
+        let n = stream.read(&mut chunk).await.map_err(|e| format!("reading the hub's answer: {e}"))?;
         if n == 0 {
-            return false;
+            return Err("the hub closed the admin connection".into());
         }
         buffer.extend_from_slice(&chunk[..n]);
         if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -142,7 +162,12 @@ async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> bool {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             if buffer.len() >= end + 4 + length {
-                return head.starts_with("HTTP/1.1 2");
+                if head.starts_with("HTTP/1.1 2") {
+                    return Ok(());
+                }
+                let status = head.lines().next().unwrap_or_default().to_owned();
+                let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).trim().to_owned();
+                return Err(format!("{status}: {body}"));
             }
         }
     }

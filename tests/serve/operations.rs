@@ -118,7 +118,18 @@ async fn publish_cli_through_admin_endpoint() {
         .output()
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("401") && stderr.contains("--publish-token or MT_PUBLISH_TOKEN"), "{stderr}");
+    // Nobody listening: the cause once, not twice.
+    let port = free_port().to_string();
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_mt-stream"))
+        .args(["publish", "cli", "{}", "--admin-addr", &format!("127.0.0.1:{port}")])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(stderr.starts_with("mt-stream: cannot reach the hub's admin endpoint at 127.0.0.1:"), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
 }
 
 /// A bad setting stops start-up with a non-zero exit and a message naming it.

@@ -41,26 +41,36 @@ pub struct PublishArgs {
     pub history: crate::config::HistoryArgs,
 }
 
-/// Why a publish failed.
+/// Why a publish failed. The cause of a wrapped error is its `source`, never repeated in the
+/// message: `main` prints the chain (`{:#}`), so each cause appears once.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishCliError {
-    #[error("invalid channel: {0}")]
+    #[error("invalid channel")]
     Channel(#[from] crate::protocol::ChannelNameError),
-    #[error("redis publish failed: {0}")]
+    #[error("redis publish failed")]
     Redis(#[from] fred::error::Error),
-    #[error("redis publish with history failed: {0}")]
+    #[error("redis publish with history failed")]
     History(#[from] crate::history::HistoryError),
     /// Every bad setting, each named by its environment variable.
     #[error(transparent)]
     Settings(#[from] ConfigErrors),
-    #[error("cannot reach the hub's admin endpoint at {addr}: {source}")]
+    #[error("cannot reach the hub's admin endpoint at {addr}")]
     Connect { addr: String, source: std::io::Error },
-    #[error("http publish failed: {0}")]
+    #[error("http publish failed")]
     Http(#[from] hyper::Error),
-    #[error("the hub refused the publish: {status} {body}")]
+    #[error("the hub refused the publish: {status} {body}{}", hint(*.status))]
     Refused { status: StatusCode, body: String },
     #[error("publish timed out after {0:?}")]
     Timeout(Duration),
+}
+
+/// What to do about a refusal, when the status says.
+fn hint(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => " (give the hub's token with --publish-token or MT_PUBLISH_TOKEN)",
+        StatusCode::FORBIDDEN => " (the hub has no MT_PUBLISH_TOKEN: HTTP publishing is off there)",
+        _ => "",
+    }
 }
 
 /// Publishes one event; returns the line to print (with the event's id when history keeps it).

@@ -110,6 +110,9 @@ impl ClientMessage {
                 None => Err(RequestError::Malformed("auth needs a token".into())),
             };
         }
+        if !matches!(raw.op.as_ref(), "subscribe" | "unsubscribe") {
+            return Err(RequestError::UnknownOp(raw.op.chars().take(32).collect()));
+        }
         if raw.token.is_some() {
             return Err(RequestError::Malformed("a token goes in an auth message".into()));
         }
@@ -241,6 +244,8 @@ mod tests {
             ClientMessage::parse(r#"{"op":"publish","channels":["a"]}"#),
             Err(RequestError::UnknownOp(_))
         ));
+        // The op is judged first: an unknown one without channels is an unknown op.
+        assert_eq!(ClientMessage::parse(r#"{"op":"nope"}"#), Err(RequestError::UnknownOp("nope".into())));
         assert!(matches!(
             ClientMessage::parse(r#"{"op":"subscribe","channels":["bad name"]}"#),
             Err(RequestError::BadChannel(_))
