@@ -21,21 +21,35 @@ use crate::lock::lock;
 use crate::protocol::ChannelName;
 
 /// When the source last handed the hub an event (`None`: not since start or since the last
-/// reconnect). Written on every event, read by readiness and the metrics.
-#[derive(Default)]
-pub struct LastEvent(Mutex<Option<Instant>>);
+/// reconnect), and since when it has been waiting for one. Written on every event, read by
+/// readiness and the metrics.
+pub struct LastEvent(Mutex<(Option<Instant>, Instant)>);
+
+impl Default for LastEvent {
+    fn default() -> Self {
+        Self(Mutex::new((None, Instant::now())))
+    }
+}
 
 impl LastEvent {
     pub fn mark(&self, at: Instant) {
-        *lock(&self.0) = Some(at);
+        lock(&self.0).0 = Some(at);
     }
 
+    /// Forgets the last event: a new connection must prove itself, counted from now.
     pub fn forget(&self) {
-        *lock(&self.0) = None;
+        *lock(&self.0) = (None, Instant::now());
     }
 
     pub fn get(&self) -> Option<Instant> {
-        *lock(&self.0)
+        lock(&self.0).0
+    }
+
+    /// How long the source has gone without an event: since the last one, or since it started
+    /// waiting (start-up, or the last reconnect) when none came yet.
+    pub fn silence(&self) -> Duration {
+        let (last, waiting_since) = *lock(&self.0);
+        last.unwrap_or(waiting_since).elapsed()
     }
 
     pub fn age(&self) -> Option<Duration> {
@@ -93,5 +107,24 @@ impl Source {
             Self::Embedded(broker) => broker.last_event_age(),
             Self::Redis(redis) => redis.last_event_age(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Silence counts from the last event, or, once a reconnect forgot it, from the reconnect:
+    /// never from a start long ago (which made every recovery look like a 5 s silence).
+    #[test]
+    fn silence_counts_from_the_last_reconnect() {
+        let long_ago = Instant::now() - Duration::from_secs(60);
+        let last = LastEvent(Mutex::new((Some(long_ago + Duration::from_secs(50)), long_ago)));
+        assert!(last.silence() >= Duration::from_secs(10));
+        last.forget();
+        assert!(last.silence() < Duration::from_secs(5), "{:?}", last.silence());
+        assert_eq!(last.get(), None);
+        let waiting = LastEvent(Mutex::new((None, long_ago)));
+        assert!(waiting.silence() >= Duration::from_secs(60));
     }
 }

@@ -12,7 +12,6 @@ use crate::source::NotReady;
 /// Publishes the canary, keeps the gauges fresh, and reconnects a silent subscription.
 pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client) {
     let Shared { hub, canary_channel, last_event, shutdown, .. } = &shared;
-    let started = Instant::now();
     let mut ticks = tokio::time::interval(CANARY_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_forced = Instant::now();
@@ -27,7 +26,7 @@ pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client
         if publisher.is_connected() {
             let _ = command(publisher.publish::<i64, _, _>(canary_channel.as_str(), sequence.to_string())).await;
         }
-        let ready = readiness(&subscriber, last_event, started);
+        let ready = readiness(&subscriber, last_event);
         hub.metrics.redis_connected.set(ready.is_ok() as i64);
         if let Some(at) = last_event.get() {
             hub.metrics.source_last_event_age_seconds.set(at.elapsed().as_secs_f64());

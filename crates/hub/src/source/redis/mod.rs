@@ -67,7 +67,6 @@ pub struct RedisSource {
     prefix: ChannelPrefix,
     hub: Arc<Hub>,
     last_event: Arc<LastEvent>,
-    started: Instant,
 }
 
 /// Why the Redis source could not be built.
@@ -118,7 +117,7 @@ impl RedisSource {
             Subscriptions { shared: shared.clone(), subscriber: subscriber.clone(), interest, reconnects }.run(),
         );
         shutdown.spawn(canary(shared, subscriber.clone(), publisher.clone()));
-        Ok(Self { subscriber, publisher, prefix, hub, last_event, started: Instant::now() })
+        Ok(Self { subscriber, publisher, prefix, hub, last_event })
     }
 
     /// Publishes `payload` on `<prefix><channel>`, so every pod sees it: with the history
@@ -148,7 +147,7 @@ impl RedisSource {
 
     /// Ready while the subscriber is connected and events arrived within [`CANARY_STALL`].
     pub fn readiness(&self) -> Result<(), NotReady> {
-        let ready = readiness(&self.subscriber, &self.last_event, self.started);
+        let ready = readiness(&self.subscriber, &self.last_event);
         self.hub.metrics.redis_connected.set(ready.is_ok() as i64);
         ready
     }
@@ -164,14 +163,16 @@ impl RedisSource {
     }
 }
 
-fn readiness(subscriber: &Client, last_event: &LastEvent, started: Instant) -> Result<(), NotReady> {
+fn readiness(subscriber: &Client, last_event: &LastEvent) -> Result<(), NotReady> {
     if !subscriber.is_connected() {
         return Err(NotReady::RedisDisconnected);
     }
-    match last_event.get() {
-        Some(at) if at.elapsed() <= CANARY_STALL => Ok(()),
-        Some(at) => Err(NotReady::SubscriptionSilent(at.elapsed())),
-        None => Err(NotReady::SubscriptionSilent(started.elapsed().min(CANARY_STALL))),
+    // Silence counts from the last event, or from the (re)connect when none came since: a
+    // subscription just re-made is not judged by how long the outage before it lasted (it was,
+    // and the canary then forced a second, needless reconnect after every recovery).
+    match (last_event.get(), last_event.silence()) {
+        (Some(_), silence) if silence <= CANARY_STALL => Ok(()),
+        (_, silence) => Err(NotReady::SubscriptionSilent(silence)),
     }
 }
 
