@@ -3,6 +3,9 @@
 
 # --- build -------------------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
+# The commit the image is built from, for mt_stream_build_info (.git is not copied in):
+# `docker build --build-arg MT_BUILD_COMMIT=$(git rev-parse --short=12 HEAD) .`
+ARG MT_BUILD_COMMIT=unknown
 WORKDIR /src
 # The whole workspace: the root package (src/, tests/), every member Cargo.toml resolves
 # (crates/budget, crates/hub, crates/deploy, crates/testkit, loadtest) and scripts/publish.lua,

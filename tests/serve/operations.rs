@@ -83,8 +83,33 @@ async fn admin_endpoints() {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
     }
-    assert!(body.trim_end().ends_with("# EOF"));
     assert_eq!(metric_value(&body, "mt_stream_messages_received_total"), 1.0);
+    // Without an Accept for OpenMetrics: the classic format, in which every sample's name (less
+    // a histogram's suffix) has its own TYPE line, counters included, and there is no EOF.
+    let typed: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    for line in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        assert!(typed.contains(&name) || typed.contains(&family), "{name} has no TYPE line in {body}");
+    }
+    assert!(body.contains("# TYPE mt_stream_deliveries_total counter") && !body.contains("# EOF"));
+    // Every label value has its series from the start; the build and the process are described.
+    assert!(body.contains("mt_stream_connections_closed_total{reason=\"unauthorized\"} 0"), "{body}");
+    assert!(body.contains("mt_stream_resumes_total{outcome=\"truncated\"} 0"), "{body}");
+    assert!(body.contains(&format!("mt_stream_build_info{{version=\"{}\",commit=\"", env!("CARGO_PKG_VERSION"))));
+    assert!(metric_value(&body, "process_resident_memory_bytes") > 1e6, "{body}");
+    assert!(metric_value(&body, "process_open_fds") > 2.0);
+    // Asked for OpenMetrics (as Prometheus asks), it gets OpenMetrics.
+    let (_, openmetrics) = http(
+        hub.admin,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")],
+        b"",
+    )
+    .await;
+    assert!(openmetrics.trim_end().ends_with("# EOF"));
+    assert!(openmetrics.contains("# TYPE mt_stream_deliveries counter"));
 
     // Publishing over HTTP without a configured token is refused.
     let no_token = HubProcess::start(&[("MT_PUBLISH_TOKEN", "")]);

@@ -15,10 +15,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::Access;
+use crate::exposition;
 use crate::protocol::ChannelName;
 use crate::server::{text, App, Body};
 
@@ -34,7 +35,7 @@ pub async fn handle(request: Request<Incoming>, app: Arc<App>) -> Response<Body>
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readiness(&app),
-        (&Method::GET, "/metrics") => metrics(&app),
+        (&Method::GET, "/metrics") => metrics(&app, request.headers().get(ACCEPT).and_then(|v| v.to_str().ok())),
         (&Method::POST, p) if p.starts_with("/publish/") => publish(request, &app, &p["/publish/".len()..]).await,
         (_, "/healthz" | "/readyz" | "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -64,20 +65,23 @@ fn readiness(app: &App) -> Response<Body> {
     }
 }
 
-fn metrics(app: &App) -> Response<Body> {
+fn metrics(app: &App, accept: Option<&str>) -> Response<Body> {
     // Gauges that are states rather than events are refreshed at scrape time.
     let _ = app.source.readiness();
     if let Some(age) = app.source.last_event_age() {
         app.hub.metrics.source_last_event_age_seconds.set(age.as_secs_f64());
     }
+    app.process.refresh();
     let mut body = String::with_capacity(8 << 10);
     if let Err(error) = prometheus_client::encoding::text::encode(&mut body, &app.registry) {
         return text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {error}\n"));
     }
+    let (body, content_type) = match exposition::wants_openmetrics(accept) {
+        true => (body, exposition::OPENMETRICS),
+        false => (exposition::to_classic(&body), exposition::CLASSIC),
+    };
     let mut response = text(StatusCode::OK, body);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -27,6 +27,7 @@
 //! - [`auth`]: who may read which channel: token verification, grants, public channels.
 //! - [`policy`]: per-channel policies by pattern: history kept, slow consumers conflated.
 //! - [`metrics`]: every Prometheus metric, in one place.
+//! - [`exposition`]: how `/metrics` answers: OpenMetrics or classic text by `Accept`, process metrics.
 //! - [`shutdown`]: the cancellation token and task tracker every task runs under.
 //! - [`publish`]: `mt-stream publish`, the operator's way to send one event.
 //!
@@ -38,6 +39,7 @@ pub mod auth;
 pub mod close;
 pub mod config;
 pub mod event_id;
+pub mod exposition;
 pub mod history;
 pub mod hub;
 pub mod inbound;

@@ -90,6 +90,17 @@ pub struct ResumeLabels {
     pub outcome: ResumeOutcome,
 }
 
+/// The build: `version` of the crate, `commit` it was built from (`unknown` outside a git
+/// checkout, e.g. in the image, unless `MT_BUILD_COMMIT` was set for the build).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
+/// The `commit` label of `mt_stream_build_info`.
+pub const BUILD_COMMIT: &str = env!("MT_BUILD_COMMIT");
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthLabels {
     pub reason: AuthFailure,
@@ -113,6 +124,7 @@ pub struct Metrics {
     pub history_errors: Counter,
     pub heartbeat_timeouts: Counter,
     pub client_errors: Counter,
+    pub build_info: Family<BuildLabels, Gauge>,
     pub tokens_verified: Counter,
     pub auth_failures: Family<AuthLabels, Counter>,
     pub forbidden_subscribes: Counter,
@@ -148,6 +160,7 @@ impl Metrics {
             history_errors: Counter::default(),
             heartbeat_timeouts: Counter::default(),
             client_errors: Counter::default(),
+            build_info: Family::default(),
             tokens_verified: Counter::default(),
             auth_failures: Family::default(),
             forbidden_subscribes: Counter::default(),
@@ -204,6 +217,7 @@ impl Metrics {
             metrics.heartbeat_timeouts.clone(),
         );
         r.register("client_errors", "Bad client frames answered with an error message", metrics.client_errors.clone());
+        r.register("build_info", "1, labelled with the version and commit of this build", metrics.build_info.clone());
         r.register("tokens_verified", "Connection tokens that passed verification", metrics.tokens_verified.clone());
         r.register(
             "auth_failures",
@@ -246,6 +260,24 @@ impl Metrics {
             metrics.queue_depth_bytes.clone(),
         );
         r.register("batch_frames", "Frames written per socket flush", metrics.batch_frames.clone());
+        metrics
+            .build_info
+            .get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION"), commit: BUILD_COMMIT })
+            .set(1);
+        // Every value of every closed label set has its series from the start, at 0: a
+        // dashboard shows 0, not "no data", and rate() over it is 0, not empty.
+        for reason in CloseReason::ALL {
+            let _ = metrics.connections_closed.get_or_create(&CloseLabels { reason });
+        }
+        for reason in RejectReason::ALL {
+            let _ = metrics.connections_rejected.get_or_create(&RejectLabels { reason });
+        }
+        for outcome in ResumeOutcome::all() {
+            let _ = metrics.resumes.get_or_create(&ResumeLabels { outcome });
+        }
+        for reason in AuthFailure::ALL {
+            let _ = metrics.auth_failures.get_or_create(&AuthLabels { reason });
+        }
         metrics
     }
 

@@ -56,6 +56,7 @@ pub async fn run(
 ) -> Result<DrainReport, ServeError> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let process = crate::exposition::ProcessMetrics::register(&mut registry);
     let drain_window = config.drain;
 
     let policies = config.policies.clone();
@@ -98,6 +99,7 @@ pub async fn run(
         source,
         recovery: Recovery::new(history),
         registry,
+        process,
         shutdown: shutdown.clone(),
     });
 

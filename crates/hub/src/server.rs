@@ -38,6 +38,8 @@ pub struct App {
     pub source: Source,
     pub recovery: Arc<crate::recovery::Recovery>,
     pub registry: prometheus_client::registry::Registry,
+    /// `process_*`, refreshed at each scrape.
+    pub process: crate::exposition::ProcessMetrics,
     pub shutdown: Shutdown,
 }
 
