@@ -99,7 +99,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on MT_ADMIN_LISTEN {}", config.admin_listen))?;
     let budget = config.budget;
+    // The whole effective configuration, secrets left out (only whether they are set).
+    let auth = &config.auth;
+    let token_check = match (&auth.hmac_secret, &auth.public_keys) {
+        (None, None) => "off (every channel public)".to_owned(),
+        (Some(_), None) => "hmac".to_owned(),
+        (None, Some(file)) => format!("public keys ({} in {})", file.keys.len(), file.path.display()),
+        (Some(_), Some(file)) => format!("hmac and public keys ({} in {})", file.keys.len(), file.path.display()),
+    };
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = mt_hub::metrics::BUILD_COMMIT,
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,
         source = match &config.source { SourceConfig::Embedded => "embedded", SourceConfig::Redis { .. } => "redis" },
@@ -107,6 +117,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         memory_limit = %budget.memory_limit,
         queue_cap_per_connection = %budget.queue_cap_per_connection(),
         heartbeat_ms = budget.heartbeat_interval.as_millis() as u64,
+        allowed_origins = ?config.allowed_origins,
+        http_publish = config.publish_token.is_some(),
+        history_channels = ?config.policies.history,
+        history_max_events = config.policies.limits.max_events,
+        history_max_age_s = config.policies.limits.max_age.as_secs(),
+        conflate_channels = ?config.policies.conflate,
+        token_check,
+        public_channels = %auth.public_channels,
+        audience = %auth.audience,
+        drain_s = config.drain.as_secs(),
         "mt-stream serving"
     );
 

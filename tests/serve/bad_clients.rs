@@ -73,4 +73,19 @@ async fn origin_allow_list() {
     request.headers_mut().insert("Origin", "https://monkeytown.dev".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_ok());
     assert_eq!(hub.metric("mt_stream_connections_rejected_total").await, 1.0);
+
+    // The refusal is in the log; a burst of 20 more within the 10 s window adds no line (the
+    // metric counts them all), and the start line told which origins are allowed.
+    let refusal_lines = || {
+        let logs = hub.logs.lock().unwrap();
+        logs.iter().filter(|l| l.contains("upgrade refused") && l.contains("reason=\"origin\"")).count()
+    };
+    wait_for("the refusal's log line", || async { (refusal_lines() == 1).then_some(()) }).await;
+    for _ in 0..20 {
+        let mut request = hub.ws_url("").into_client_request().unwrap();
+        request.headers_mut().insert("Origin", "https://evil.dev".parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.expect_err("foreign origin");
+    }
+    assert_eq!(hub.metric("mt_stream_connections_rejected_total").await, 21.0);
+    assert_eq!(refusal_lines(), 1, "one line per reason per 10 s");
 }

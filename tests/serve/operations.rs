@@ -191,6 +191,9 @@ async fn json_logs() {
         .env("MT_LISTEN", "127.0.0.1:0")
         .env("MT_ADMIN_LISTEN", "127.0.0.1:0")
         .env("MT_LOG_FORMAT", "json")
+        .env("MT_PUBLISH_TOKEN", TOKEN)
+        .env("MT_AUTH_HMAC_SECRET", "start-line-secret-0123456789abcdef")
+        .env("MT_ALLOWED_ORIGINS", "https://monkeytown.dev")
         .stdout(std::process::Stdio::piped());
     let mut child = command.spawn().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
@@ -200,4 +203,11 @@ async fn json_logs() {
     let record: serde_json::Value = serde_json::from_str(&first).expect("a JSON log line");
     assert_eq!(record["message"], "mt-stream serving");
     assert!(record["public"].as_str().unwrap().starts_with("127.0.0.1:"));
+    // The start line is the whole effective configuration, secrets only as "set".
+    assert_eq!(record["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(record["http_publish"], true);
+    assert_eq!(record["token_check"], "hmac");
+    assert!(record["allowed_origins"].as_str().unwrap().contains("https://monkeytown.dev"), "{record}");
+    assert!(record["history_channels"].is_string() && record["history_max_events"] == 1000, "{record}");
+    assert!(!first.contains(TOKEN) && !first.contains("start-line-secret"), "{first}");
 }

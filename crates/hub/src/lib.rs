@@ -26,6 +26,7 @@
 //! - [`event_id`]: event ids (`<ms>-<seq>`, Redis stream ids).
 //! - [`auth`]: who may read which channel: token verification, grants, public channels.
 //! - [`policy`]: per-channel policies by pattern: history kept, slow consumers conflated.
+//! - [`refusal_log`]: refused upgrades logged, at most one line per reason per 10 s.
 //! - [`metrics`]: every Prometheus metric, in one place.
 //! - [`exposition`]: how `/metrics` answers: OpenMetrics or classic text by `Accept`, process metrics.
 //! - [`shutdown`]: the cancellation token and task tracker every task runs under.
@@ -51,6 +52,7 @@ pub mod policy;
 pub mod protocol;
 pub mod publish;
 pub mod recovery;
+pub mod refusal_log;
 pub mod serve;
 pub mod server;
 pub mod session;

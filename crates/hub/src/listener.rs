@@ -184,6 +184,8 @@ where
             } else {
                 drop(open);
                 app.hub.metrics.rejected(RejectReason::Overload);
+                app.refusals
+                    .refused(RejectReason::Overload, "too many connections in their HTTP phase; closed unanswered");
                 drop(stream);
                 continue;
             }

@@ -101,6 +101,7 @@ pub async fn run(
         registry,
         process,
         shutdown: shutdown.clone(),
+        refusals: Default::default(),
     });
 
     let public_loop = tokio::spawn(listener::accept_loop(

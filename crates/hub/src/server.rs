@@ -41,6 +41,8 @@ pub struct App {
     /// `process_*`, refreshed at each scrape.
     pub process: crate::exposition::ProcessMetrics,
     pub shutdown: Shutdown,
+    /// Refused upgrades, logged without flooding.
+    pub refusals: crate::refusal_log::RefusalLog,
 }
 
 pub type Body = Full<Bytes>;
@@ -77,6 +79,7 @@ pub async fn handle_public(request: Request<Incoming>, app: Arc<App>) -> Respons
 
 fn refuse(app: &App, reason: RejectReason, status: StatusCode, message: String) -> Response<Body> {
     app.hub.metrics.rejected(reason);
+    app.refusals.refused(reason, &message);
     let mut response = text(status, message + "\n");
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
