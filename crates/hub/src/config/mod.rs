@@ -56,8 +56,9 @@ pub struct ServeArgs {
     /// Public listener for WebSocket clients (ip:port).
     #[arg(long, env = "MT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
-    /// Internal listener (ip:port): probes, metrics, publish. Never exposed by the ingress.
-    #[arg(long, env = "MT_ADMIN_LISTEN", default_value_t = format!("0.0.0.0:{DEFAULT_ADMIN_PORT}"))]
+    /// Internal listener (ip:port): probes, metrics, publish. Loopback unless set: the image
+    /// and the chart set 0.0.0.0, where the kubelet and Prometheus must reach it.
+    #[arg(long, env = "MT_ADMIN_LISTEN", default_value_t = format!("127.0.0.1:{DEFAULT_ADMIN_PORT}"))]
     pub admin_listen: String,
     /// Redis to subscribe to (`redis://[:password@]host:port[/db]`); unset or empty = embedded broker.
     #[arg(long, env = "REDIS_URL")]

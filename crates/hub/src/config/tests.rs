@@ -21,7 +21,8 @@ fn parse(flags: &[&str]) -> Result<Config, ConfigErrors> {
 fn defaults_match_the_contract() {
     let config = parse(&[]).expect("defaults are valid");
     assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
-    assert_eq!(config.admin_listen, "0.0.0.0:9090".parse().unwrap());
+    // The admin port is loopback unless configured (the image and the chart open it).
+    assert_eq!(config.admin_listen, "127.0.0.1:9090".parse().unwrap());
     assert_eq!(config.budget, Budget::default());
     assert_eq!(config.drain, Duration::from_secs(20));
     assert_eq!(config.log_format, LogFormat::Text);
