@@ -99,6 +99,9 @@ async fn admin_endpoints() {
     assert!(body.contains(&format!("mt_stream_build_info{{version=\"{}\",commit=\"", env!("CARGO_PKG_VERSION"))));
     assert!(metric_value(&body, "process_resident_memory_bytes") > 1e6, "{body}");
     assert!(metric_value(&body, "process_open_fds") > 2.0);
+    // The embedded broker is a source that is up, and never a silent one.
+    assert_eq!(metric_value(&body, "mt_stream_source_up"), 1.0);
+    assert_eq!(metric_value(&body, "mt_stream_source_last_event_age_seconds"), 0.0);
     // Asked for OpenMetrics (as Prometheus asks), it gets OpenMetrics.
     let (_, openmetrics) = http(
         hub.admin,

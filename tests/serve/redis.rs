@@ -75,6 +75,7 @@ async fn redis_restart_keeps_clients_and_resumes() {
     let reason = hub.wait_ready(503).await;
     assert!(reason.contains("redis disconnected"), "{reason}");
     assert_eq!(hub.metric("mt_stream_redis_connected").await, 0.0);
+    assert_eq!(hub.metric("mt_stream_source_up").await, 0.0);
     // Connections survive the outage: each still answers a request.
     for client in &mut clients {
         send_json(client, json!({"op":"subscribe","channels":["jobs"]})).await;
@@ -85,6 +86,7 @@ async fn redis_restart_keeps_clients_and_resumes() {
     redis.restart();
     hub.wait_ready(200).await;
     assert_eq!(hub.metric("mt_stream_redis_connected").await, 1.0);
+    assert_eq!(hub.metric("mt_stream_source_up").await, 1.0);
     let publisher = redis.client().await;
     wait_for("resubscription", || async { (numsub(&publisher, "mt:jobs").await == 1).then_some(()) }).await;
     let _: i64 = publisher.publish("mt:jobs", r#"{"n":2}"#).await.unwrap();

@@ -68,7 +68,9 @@ fn readiness(app: &App) -> Response<Body> {
 fn metrics(app: &App, accept: Option<&str>) -> Response<Body> {
     // Gauges that are states rather than events are refreshed at scrape time.
     let _ = app.source.readiness();
-    if let Some(age) = app.source.last_event_age() {
+    // With the embedded broker there is no subscription to fall silent: the gauge stays 0
+    // rather than growing between publishes (which would look like a silent source).
+    if let (crate::source::Source::Redis(_), Some(age)) = (&app.source, app.source.last_event_age()) {
         app.hub.metrics.source_last_event_age_seconds.set(age.as_secs_f64());
     }
     app.process.refresh();

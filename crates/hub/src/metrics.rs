@@ -133,6 +133,7 @@ pub struct Metrics {
     pub queued_bytes: Gauge,
     pub channels: Gauge,
     pub redis_connected: Gauge,
+    pub source_up: Gauge,
     pub source_reconnects: Counter,
     pub source_lagged_messages: Counter,
     pub source_last_event_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -169,6 +170,7 @@ impl Metrics {
             queued_bytes: Gauge::default(),
             channels: Gauge::default(),
             redis_connected: Gauge::default(),
+            source_up: Gauge::default(),
             source_reconnects: Counter::default(),
             source_lagged_messages: Counter::default(),
             source_last_event_age_seconds: Gauge::default(),
@@ -237,6 +239,11 @@ impl Metrics {
         );
         r.register("queued_bytes", "Bytes waiting in all outbound queues", metrics.queued_bytes.clone());
         r.register("channels", "Channels with at least one local subscriber", metrics.channels.clone());
+        r.register(
+            "source_up",
+            "1 while the event source delivers (Redis: as redis_connected; the embedded broker: always), else 0",
+            metrics.source_up.clone(),
+        );
         r.register("redis_connected", "1 while the Redis subscription works, else 0", metrics.redis_connected.clone());
         r.register("source_reconnects", "Reconnections of the event source", metrics.source_reconnects.clone());
         r.register(

@@ -66,6 +66,8 @@ pub async fn run(
             let cap = config.budget.embedded_history_cap().bytes() as usize;
             let history = Arc::new(MemoryHistory::new(policies.limits.clone(), cap));
             let broker = EmbeddedBroker::new(Arc::clone(&hub), Arc::clone(&history));
+            // The in-process broker cannot go away or fall silent.
+            hub.metrics.source_up.set(1);
             (Source::Embedded(broker), hub, History::Memory(history))
         }
         SourceConfig::Redis { url } => {

@@ -28,6 +28,7 @@ pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client
         }
         let ready = readiness(&subscriber, last_event);
         hub.metrics.redis_connected.set(ready.is_ok() as i64);
+        hub.metrics.source_up.set(ready.is_ok() as i64);
         if let Some(at) = last_event.get() {
             hub.metrics.source_last_event_age_seconds.set(at.elapsed().as_secs_f64());
         }

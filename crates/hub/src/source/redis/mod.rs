@@ -149,6 +149,7 @@ impl RedisSource {
     pub fn readiness(&self) -> Result<(), NotReady> {
         let ready = readiness(&self.subscriber, &self.last_event);
         self.hub.metrics.redis_connected.set(ready.is_ok() as i64);
+        self.hub.metrics.source_up.set(ready.is_ok() as i64);
         ready
     }
 
