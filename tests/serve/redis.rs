@@ -57,7 +57,8 @@ async fn fan_out_from_redis() {
 async fn redis_restart_keeps_clients_and_resumes() {
     use fred::prelude::*;
     let mut redis = RedisProcess::start();
-    let hub = HubProcess::start(&[("REDIS_URL", &redis.url())]);
+    // The default log level (RUST_LOG empty), as a pod runs.
+    let hub = HubProcess::start(&[("REDIS_URL", &redis.url()), ("RUST_LOG", "")]);
     hub.wait_ready(200).await;
     let mut clients = Vec::new();
     for _ in 0..20 {
@@ -104,6 +105,11 @@ async fn redis_restart_keeps_clients_and_resumes() {
     }
     let logs = hub.logs.lock().unwrap().join("\n");
     assert!(!logs.contains("forcing a reconnect"), "{logs}");
+    // The outage in the hub's words, once each: lost (with the cause), back (after how long);
+    // the Redis library's own repeated warnings are not in the default log.
+    assert_eq!(logs.matches("redis connection lost").count(), 1, "{logs}");
+    assert_eq!(logs.matches("redis connection back").count(), 1, "{logs}");
+    assert!(!logs.contains("Broadcasting error"), "{logs}");
 }
 
 /// A subscription that is connected but delivers nothing (here: Redis refuses all writes, so

@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::{LastEvent, NotReady, PublishError};
 
 mod canary;
+mod connection_log;
 use crate::event_id::EventId;
 use crate::history::{self, History};
 use crate::hub::Hub;
@@ -117,6 +118,7 @@ impl RedisSource {
             Subscriptions { shared: shared.clone(), subscriber: subscriber.clone(), interest, reconnects }.run(),
         );
         shutdown.spawn(canary(shared, subscriber.clone(), publisher.clone()));
+        shutdown.spawn(connection_log::run(subscriber.clone(), shutdown.clone()));
         Ok(Self { subscriber, publisher, prefix, hub, last_event })
     }
 
