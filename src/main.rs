@@ -1,5 +1,6 @@
-//! The `mt-stream` binary: parses the command line, starts logging, picks the allocator, binds the listeners and
-//! calls the library. Everything else lives in the library, where tests reach it.
+//! The `mt-stream` binary: parses the command line, starts logging, picks the allocator, binds
+//! the listeners and calls the library. Everything else lives in the library, where tests
+//! reach it.
 
 use std::process::ExitCode;
 
