@@ -8,6 +8,8 @@
 #   promtool             from Debian's package prometheus (apt-get) when it is not already on PATH
 #   openssl              from Debian (apt-get) when it is not already on PATH: the token tests
 #                        make RSA keys and signatures with it, independently of the hub's code
+#   chromium             from Debian (apt-get) when it is not already on PATH: tests/browser.rs
+#                        runs examples/browser/index.html in it, headless
 # Only package registries are used (PyPI, npm, Debian). Anything that cannot be installed makes
 # the script exit non-zero; nothing is skipped. A second run with everything present only checks.
 set -euo pipefail
@@ -162,6 +164,20 @@ else
   $SUDO apt-get update -qq || die "apt-get update failed"
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null || die "apt-get install openssl failed"
   command -v openssl >/dev/null || die "openssl not on PATH after apt-get install"
+fi
+
+# --- chromium -----------------------------------------------------------------------------------
+# tests/browser.rs loads examples/browser/index.html in headless Chromium against a real hub.
+if command -v chromium >/dev/null; then
+  log "chromium present: $(command -v chromium)"
+else
+  command -v apt-get >/dev/null || die "chromium missing and apt-get unavailable"
+  SUDO=""
+  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
+  log "installing chromium with apt-get"
+  $SUDO apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null || die "apt-get install chromium failed"
+  command -v chromium >/dev/null || die "chromium not on PATH after apt-get install"
 fi
 
 log "all test tools ready in $TOOLS"
