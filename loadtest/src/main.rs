@@ -148,12 +148,8 @@ fn main() -> anyhow::Result<()> {
     } else {
         print!("{}", summary.table());
     }
-    if summary.published == 0 && summary.publish_errors > 0 {
-        let why = publisher::FIRST_ERROR.get().map_or("no reason recorded", String::as_str);
-        bail!(
-            "every publish failed ({} of them), so no figure above means anything; the first: {why}",
-            summary.publish_errors
-        );
+    if let Some(failure) = summary.publish_failure(publisher::FIRST_ERROR.get().map(String::as_str)) {
+        bail!(failure);
     }
     if let Some(path) = &args.plot {
         let title = format!(

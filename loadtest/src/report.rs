@@ -82,6 +82,18 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Why the run means nothing, when every publish failed (the run then exits non-zero):
+    /// with `first_error`, the first failure's reason.
+    pub fn publish_failure(&self, first_error: Option<&str>) -> Option<String> {
+        (self.published == 0 && self.publish_errors > 0).then(|| {
+            format!(
+                "every publish failed ({} of them), so no figure above means anything; the first: {}",
+                self.publish_errors,
+                first_error.unwrap_or("no reason recorded")
+            )
+        })
+    }
+
     /// A two-column table.
     pub fn table(&self) -> String {
         let mut rows: Vec<(String, String)> = vec![
@@ -192,4 +204,20 @@ pub fn latency_svg(h: &Histogram<u64>, title: &str) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Summary;
+
+    /// A run whose every publish failed is a failure that says why; a run with some publishes
+    /// through, or none attempted, is not.
+    #[test]
+    fn every_publish_failed_is_a_failure() {
+        let refused = Summary { publish_errors: 9, ..Summary::default() };
+        let why = refused.publish_failure(Some("HTTP/1.1 403 Forbidden: set MT_PUBLISH_TOKEN")).unwrap();
+        assert!(why.contains("every publish failed (9 of them)") && why.contains("403 Forbidden"), "{why}");
+        assert_eq!(Summary { published: 10, publish_errors: 1, ..Summary::default() }.publish_failure(None), None);
+        assert_eq!(Summary::default().publish_failure(None), None);
+    }
 }

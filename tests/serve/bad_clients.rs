@@ -78,7 +78,11 @@ async fn origin_allow_list() {
     // metric counts them all), and the start line told which origins are allowed.
     let refusal_lines = || {
         let logs = hub.logs.lock().unwrap();
-        logs.iter().filter(|l| l.contains("upgrade refused") && l.contains("reason=\"origin\"")).count()
+        logs.iter()
+            .filter(|l| {
+                l.contains("upgrade refused") && l.contains("reason=\"origin\"") && l.contains("https://evil.dev")
+            })
+            .count()
     };
     wait_for("the refusal's log line", || async { (refusal_lines() == 1).then_some(()) }).await;
     for _ in 0..20 {

@@ -47,8 +47,8 @@ pub struct PublishArgs {
 pub enum PublishCliError {
     #[error("invalid channel")]
     Channel(#[from] crate::protocol::ChannelNameError),
-    #[error("redis publish failed")]
-    Redis(#[from] fred::error::Error),
+    #[error("redis publish failed: {}", describe_redis_error(.0))]
+    Redis(fred::error::Error),
     #[error("redis publish with history failed")]
     History(#[from] crate::history::HistoryError),
     /// Every bad setting, each named by its environment variable.
@@ -62,6 +62,26 @@ pub enum PublishCliError {
     Refused { status: StatusCode, body: String },
     #[error("publish timed out after {0:?}")]
     Timeout(Duration),
+}
+
+impl From<fred::error::Error> for PublishCliError {
+    fn from(error: fred::error::Error) -> Self {
+        Self::Redis(error)
+    }
+}
+
+/// A Redis client error in words: the client writes an I/O failure's details as Rust debug
+/// output (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`); this
+/// keeps its message (`IO Error: Connection refused`).
+pub fn describe_redis_error(error: &fred::error::Error) -> String {
+    let details = error.details();
+    let message = details
+        .split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(message, _)| message)
+        .or_else(|| details.split_once("kind: ").map(|(_, rest)| rest.trim_end_matches([' ', '}'])))
+        .unwrap_or(details);
+    format!("{}: {message}", error.kind().to_str())
 }
 
 /// What to do about a refusal, when the status says.
@@ -129,5 +149,23 @@ async fn publish_http(
         Ok(String::from_utf8_lossy(&body).trim().to_owned())
     } else {
         Err(PublishCliError::Refused { status, body: String::from_utf8_lossy(&body).trim().to_owned() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::error::{Error, ErrorKind};
+
+    /// An I/O failure reads as its message, not as Rust debug output; other errors as they are.
+    #[test]
+    fn redis_errors_in_words() {
+        let refused =
+            Error::new(ErrorKind::IO, r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#);
+        assert_eq!(describe_redis_error(&refused), "IO Error: Connection refused");
+        let timeout = Error::new(ErrorKind::IO, "Kind(TimedOut)");
+        assert_eq!(describe_redis_error(&timeout), "IO Error: Kind(TimedOut)");
+        let auth = Error::new(ErrorKind::Auth, "WRONGPASS invalid username-password pair");
+        assert_eq!(describe_redis_error(&auth), "Authentication Error: WRONGPASS invalid username-password pair");
     }
 }

@@ -77,9 +77,15 @@ pub async fn handle_public(request: Request<Incoming>, app: Arc<App>) -> Respons
     }
 }
 
+/// Refuses an upgrade: counts it, logs it (rate-limited) with `message` as the detail, answers.
 fn refuse(app: &App, reason: RejectReason, status: StatusCode, message: String) -> Response<Body> {
-    app.hub.metrics.rejected(reason);
     app.refusals.refused(reason, &message);
+    answer_refusal(app, reason, status, message)
+}
+
+/// Counts a refusal and builds its answer (the caller logged it).
+fn answer_refusal(app: &App, reason: RejectReason, status: StatusCode, message: String) -> Response<Body> {
+    app.hub.metrics.rejected(reason);
     let mut response = text(status, message + "\n");
     if status == StatusCode::SERVICE_UNAVAILABLE {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
@@ -106,7 +112,13 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
     }
     if let Some(allowed) = &app.config.allowed_origins {
         if !origin_allowed(allowed, request.headers().get(ORIGIN)) {
-            return refuse(app, RejectReason::Origin, StatusCode::FORBIDDEN, "origin not allowed".into());
+            // The refused origin in the log (quoted and cut: the client chose it).
+            let origin: Option<String> = request
+                .headers()
+                .get(ORIGIN)
+                .map(|o| String::from_utf8_lossy(o.as_bytes()).chars().take(100).collect());
+            app.refusals.refused(RejectReason::Origin, &format!("origin {origin:?} is not in MT_ALLOWED_ORIGINS"));
+            return answer_refusal(app, RejectReason::Origin, StatusCode::FORBIDDEN, "origin not allowed".into());
         }
     }
     let query = match protocol::parse_connect_query(request.uri().query()) {
