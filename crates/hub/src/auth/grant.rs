@@ -74,6 +74,10 @@ impl Grants {
         self.0.is_empty()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Grant> {
+        self.0.iter()
+    }
+
     pub fn allows(&self, channel: &ChannelName) -> bool {
         self.0.iter().any(|grant| grant.matches(channel))
     }

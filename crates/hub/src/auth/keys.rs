@@ -59,16 +59,6 @@ impl fmt::Debug for PublicKeys {
     }
 }
 
-impl PartialEq for PublicKeys {
-    fn eq(&self, other: &Self) -> bool {
-        let mut a: Vec<(&String, Algorithm)> = self.by_kid.iter().map(|(k, v)| (k, v.algorithm)).collect();
-        let mut b: Vec<(&String, Algorithm)> = other.by_kid.iter().map(|(k, v)| (k, v.algorithm)).collect();
-        a.sort_by(|x, y| x.0.cmp(y.0));
-        b.sort_by(|x, y| x.0.cmp(y.0));
-        a == b
-    }
-}
-
 impl PublicKeys {
     /// Parses a JWKS document; every key must be usable, or the whole file is refused (a key
     /// silently skipped would refuse its tokens later, far from the cause).
@@ -139,7 +129,7 @@ fn algorithm_of(parameters: &AlgorithmParameters, declared: Option<KeyAlgorithm>
 }
 
 /// `MT_AUTH_PUBLIC_KEYS_FILE`: the path and the keys read from it at start-up.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct PublicKeysFile {
     pub path: PathBuf,
     pub keys: PublicKeys,

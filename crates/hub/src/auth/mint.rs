@@ -9,7 +9,7 @@ use anyhow::Context;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
-use super::{Grants, HmacSecret, DEFAULT_AUDIENCE};
+use super::{Grant, Grants, HmacSecret, DEFAULT_AUDIENCE};
 
 /// Flags of `mt-stream token`.
 #[derive(Debug, Clone, clap::Args)]
@@ -116,7 +116,7 @@ pub fn mint(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
         aud: args.audience.trim(),
         iat,
         exp: iat + ttl.as_secs(),
-        channels: grants.to_string().split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect(),
+        channels: grants.iter().map(Grant::to_string).collect(),
     };
     jsonwebtoken::encode(&header, &claims, &key).context("signing the token")
 }

@@ -140,11 +140,13 @@ struct Claims {
     sub: Option<String>,
     exp: u64,
     #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
     channels: Vec<String>,
 }
 
 /// The verification settings (`MT_AUTH_*`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct AuthSettings {
     pub hmac_secret: Option<HmacSecret>,
     pub public_keys: Option<PublicKeysFile>,
@@ -214,17 +216,14 @@ impl Verifier {
         // after the signature, so a forged token learns nothing about its claims.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map_err(failure_of)?;
+        // Claims of the wrong shape (a `sub` or `nbf` of another type) fail here, as malformed.
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(failure_of)?.claims;
         let seconds_now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let claims: Claims = serde_json::from_value(data.claims.clone()).map_err(|_| AuthFailure::Malformed)?;
         if claims.exp <= seconds_now {
             return Err(AuthFailure::Expired);
         }
-        if let Some(nbf) = data.claims.get("nbf") {
-            let nbf = nbf.as_u64().ok_or(AuthFailure::Malformed)?;
-            if nbf > seconds_now {
-                return Err(AuthFailure::NotYetValid);
-            }
+        if claims.nbf.is_some_and(|nbf| nbf > seconds_now) {
+            return Err(AuthFailure::NotYetValid);
         }
         let grants =
             Grants::from_patterns(claims.channels.iter().map(String::as_str)).map_err(|_| AuthFailure::Malformed)?;

@@ -83,19 +83,22 @@ impl ConnectionAuth {
 }
 
 impl Connection {
-    /// Whether this connection may read `channel` now.
-    pub(super) fn may_read(&self, channel: &ChannelName) -> bool {
+    /// Splits `channels` into those this connection may read now and those it may not (the
+    /// token state is locked once for all of them).
+    fn partition_readable(&self, channels: Vec<ChannelName>) -> (Vec<ChannelName>, Vec<ChannelName>) {
         match &*self.services.access {
-            Access::Open => true,
-            access => access.allows(lock(&self.auth.state).identity.as_ref(), channel),
+            Access::Open => (channels, Vec::new()),
+            access => {
+                let state = lock(&self.auth.state);
+                channels.into_iter().partition(|channel| access.allows(state.identity.as_ref(), channel))
+            }
         }
     }
 
     /// Splits a subscribe into the channels this connection may read and the ones it may not;
     /// each refused one gets a `forbidden` error (not a close) and is counted.
     pub(super) fn refuse_forbidden(&self, channels: &[ChannelName]) -> Vec<ChannelName> {
-        let (allowed, forbidden): (Vec<ChannelName>, Vec<ChannelName>) =
-            channels.iter().cloned().partition(|channel| self.may_read(channel));
+        let (allowed, forbidden) = self.partition_readable(channels.to_vec());
         for channel in forbidden {
             self.services.hub.metrics.forbidden_subscribes.inc();
             self.client.outbound.push(&Event::control(protocol::encode_error(&RequestError::Forbidden(channel))));
@@ -164,8 +167,7 @@ impl Connection {
             std::mem::take(&mut state.waiting)
         };
         client.outbound.push(&Event::control(reply));
-        let revoked: Vec<ChannelName> =
-            client.channels().into_iter().filter(|channel| !self.may_read(channel)).collect();
+        let (_, revoked) = self.partition_readable(client.channels());
         if !revoked.is_empty() {
             hub.unsubscribe(client, &revoked);
             client.outbound.push(&Event::control(protocol::encode_revoked(&revoked)));
