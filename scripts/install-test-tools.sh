@@ -153,6 +153,7 @@ fi
 
 # --- redis-server (Debian) ------------------------------------------------------------------
 apt_provide redis-server redis-server
+apt_provide redis-sentinel redis-sentinel
 # The history tests need Redis 7.0 or newer (scripts/publish.lua trims with XTRIM MINID).
 redis_version="$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')"
 [[ "${redis_version:-0}" -ge 7 ]] \

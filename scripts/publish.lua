@@ -3,6 +3,8 @@
 --   ARGV[1]  the payload
 --   ARGV[2]  events kept per channel (MT_HISTORY_MAX_EVENTS)
 --   ARGV[3]  age limit in milliseconds (MT_HISTORY_MAX_AGE_SECONDS * 1000)
+--   ARGV[4]  optional: "spublish" on a Redis Cluster (sharded pub/sub: the event goes out on the
+--            shard owning KEYS[1]'s slot only), else omitted or "publish"
 -- Returns the event id. Live subscribers receive "\30<id>\30<payload>". Needs Redis >= 7.0.
 --
 -- The newest trimmed id is recorded as the stream's max-deleted-entry-id (trimming alone does
@@ -35,5 +37,7 @@ if deleted then
   redis.call('XSETID', key, id, 'MAXDELETEDID', deleted)
 end
 redis.call('PEXPIRE', key, max_age)
-redis.call('PUBLISH', key, '\30' .. id .. '\30' .. ARGV[1])
+local command = 'PUBLISH'
+if ARGV[4] == 'spublish' then command = 'SPUBLISH' end
+redis.call(command, key, '\30' .. id .. '\30' .. ARGV[1])
 return id

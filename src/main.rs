@@ -118,7 +118,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         commit = mt_hub::metrics::BUILD_COMMIT,
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,
-        source = match &config.source { SourceConfig::Embedded => "embedded", SourceConfig::Redis { .. } => "redis" },
+        source = match &config.source {
+            SourceConfig::Embedded => "embedded".to_owned(),
+            SourceConfig::Redis(target) => format!("redis {target}"),
+        },
+        redis_auth = match &config.source {
+            SourceConfig::Redis(target) => target.credentials(),
+            SourceConfig::Embedded => "none",
+        },
         max_connections = budget.max_connections.get(),
         memory_limit = %budget.memory_limit,
         queue_cap_per_connection = %budget.queue_cap_per_connection(),

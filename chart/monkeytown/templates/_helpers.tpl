@@ -87,9 +87,12 @@ auth-hmac-secret and auth-public-keys.jwks.
 {{- end -}}
 
 {{/*
-monkeytown.redisEnv: the env entries that give the event stream REDIS_URL. With in-chart Redis
-and auth, REDIS_PASSWORD comes from the Secret and REDIS_URL expands it ($(REDIS_PASSWORD)), so
-the password never appears in the pod spec.
+monkeytown.redisEnv: the env entries that give the event stream REDIS_URL and what goes with it.
+With in-chart Redis and auth, REDIS_PASSWORD comes from the Secret and REDIS_URL expands it
+($(REDIS_PASSWORD)), so the password never appears in the pod spec. With externalRedis:
+REDIS_USERNAME (a plain value), REDIS_PASSWORD (a secretKeyRef to password.existingSecret), the
+URL (a value, or a secretKeyRef to existingSecret) and MT_REDIS_CA_FILE (the file of the mounted
+tls.caSecret, see monkeytown.redisCaMounted).
 */}}
 {{- define "monkeytown.redisEnv" -}}
 {{- if .Values.redis.enabled -}}
@@ -105,18 +108,79 @@ the password never appears in the pod spec.
 - name: REDIS_URL
   value: {{ printf "redis://%s:%d" (include "monkeytown.redisHost" .) (int .Values.redis.service.port) | quote }}
 {{- end }}
-{{- else if .Values.externalRedis.existingSecret }}
+{{- else -}}
+{{- $ext := .Values.externalRedis }}
+{{- with $ext.username }}
+- name: REDIS_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- with $ext.password }}
+{{- if .existingSecret }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .key }}
+{{- end }}
+{{- end }}
+{{- if $ext.existingSecret }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.externalRedis.existingSecret }}
-      key: {{ .Values.externalRedis.existingSecretUrlKey }}
-{{- else if .Values.externalRedis.url }}
+      name: {{ $ext.existingSecret }}
+      key: {{ $ext.existingSecretUrlKey }}
+{{- else if $ext.url }}
 - name: REDIS_URL
-  value: {{ .Values.externalRedis.url | quote }}
+  value: {{ $ext.url | quote }}
 {{- else }}
 {{- fail "redis.enabled is false: set externalRedis.url or externalRedis.existingSecret (the event stream needs a shared Redis)" }}
 {{- end }}
+{{- if include "monkeytown.redisCaMounted" . }}
+- name: MT_REDIS_CA_FILE
+  value: {{ printf "%s/ca.crt" (include "monkeytown.redisCaDir" .) | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+monkeytown.redisCaMounted: "true" when the event stream gets the CA file of externalRedis.tls
+(MT_REDIS_CA_FILE): redis.enabled is false and externalRedis.tls.caSecret is set.
+*/}}
+{{- define "monkeytown.redisCaMounted" -}}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.tls .Values.externalRedis.tls.caSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* monkeytown.redisCaDir: where the externalRedis.tls.caSecret volume is mounted (a directory, no subPath). */}}
+{{- define "monkeytown.redisCaDir" -}}
+/etc/mt-stream/redis-ca
+{{- end -}}
+
+{{/*
+monkeytown.checkRedisValues: the externalRedis checks (only when redis.enabled is false, since
+externalRedis is ignored otherwise). The scheme check repeats the schema's pattern for
+--skip-schema-validation; the others are rules the hub applies at start-up, refused here at
+render time instead: a Sentinel URL must name the primary (sentinelServiceName), and a CA
+(tls.caSecret, MT_REDIS_CA_FILE) needs a TLS URL. A URL kept in existingSecret is not known
+here, so only externalRedis.url is checked. The URL is never printed (it may hold a password).
+*/}}
+{{- define "monkeytown.checkRedisValues" -}}
+{{- $ext := .Values.externalRedis -}}
+{{- if and (not .Values.redis.enabled) (not $ext.existingSecret) $ext.url -}}
+{{- $url := trim (toString $ext.url) -}}
+{{- $scheme := "" -}}
+{{- if contains "://" $url -}}
+{{- $scheme = lower (index (splitList "://" $url) 0) -}}
+{{- end -}}
+{{- if not (has $scheme (list "redis" "rediss" "redis-cluster" "rediss-cluster" "redis-sentinel" "rediss-sentinel")) -}}
+{{- fail "externalRedis.url: expected a redis://, rediss://, redis-cluster://, rediss-cluster://, redis-sentinel:// or rediss-sentinel:// URL" -}}
+{{- end -}}
+{{- if and (hasSuffix "-sentinel" $scheme) (not (contains "sentinelServiceName=" $url)) -}}
+{{- fail "externalRedis.url: a redis-sentinel:// or rediss-sentinel:// URL needs ?sentinelServiceName=<the primary's name>" -}}
+{{- end -}}
+{{- if and $ext.tls $ext.tls.caSecret (not (has $scheme (list "rediss" "rediss-cluster" "rediss-sentinel"))) -}}
+{{- fail (printf "externalRedis.tls.caSecret (%s) needs a TLS externalRedis.url: rediss://, rediss-cluster:// or rediss-sentinel://, not %s:// (the hub refuses MT_REDIS_CA_FILE without TLS)" $ext.tls.caSecret $scheme) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -258,6 +322,7 @@ deployment-event-stream.yaml calls it; it renders nothing.
 {{- define "monkeytown.checkValues" -}}
 {{- include "monkeytown.checkRenamedValues" . -}}
 {{- include "monkeytown.checkAuthValues" . -}}
+{{- include "monkeytown.checkRedisValues" . -}}
 {{- $es := .Values.eventStream -}}
 {{- if le (int $es.terminationGracePeriodSeconds) (add $es.preStopSleepSeconds $es.drainSeconds | int) -}}
 {{- fail (printf "eventStream.terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + drainSeconds (%d)" (int $es.terminationGracePeriodSeconds) (add $es.preStopSleepSeconds $es.drainSeconds | int)) -}}

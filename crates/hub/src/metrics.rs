@@ -135,6 +135,7 @@ pub struct Metrics {
     pub redis_connected: Gauge,
     pub source_up: Gauge,
     pub source_reconnects: Counter,
+    pub source_resubscribes: Family<crate::source::redis::ResubscribeLabels, Counter>,
     pub source_lagged_messages: Counter,
     pub source_last_event_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub delivery_lag_seconds: Histogram,
@@ -172,6 +173,7 @@ impl Metrics {
             redis_connected: Gauge::default(),
             source_up: Gauge::default(),
             source_reconnects: Counter::default(),
+            source_resubscribes: Family::default(),
             source_lagged_messages: Counter::default(),
             source_last_event_age_seconds: Gauge::default(),
             // 50 µs .. ~1.6 s
@@ -246,6 +248,11 @@ impl Metrics {
         );
         r.register("redis_connected", "1 while the Redis subscription works, else 0", metrics.redis_connected.clone());
         r.register("source_reconnects", "Reconnections of the event source", metrics.source_reconnects.clone());
+        r.register(
+            "source_resubscribes",
+            "Channel subscriptions re-made, by cause and by the Redis primary they are now on",
+            metrics.source_resubscribes.clone(),
+        );
         r.register(
             "source_lagged_messages",
             "Events the source dropped because the hub fell behind it",

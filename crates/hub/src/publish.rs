@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::config::{ConfigError, ConfigErrors, DEFAULT_ADMIN_PORT, DEFAULT_CHANNEL_PREFIX};
 use crate::protocol::{ChannelName, ChannelPrefix};
+use crate::source::redis::Layout;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -24,9 +25,9 @@ pub struct PublishArgs {
     pub channel: String,
     /// The event payload (JSON is delivered inline, anything else as a string).
     pub data: String,
-    /// Redis to publish to; unset = the hub's admin endpoint.
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// Redis to publish to (as `serve` takes it); no `REDIS_URL` = the hub's admin endpoint.
+    #[command(flatten)]
+    pub redis: crate::config::RedisArgs,
     /// Redis channel prefix.
     #[arg(long, env = "MT_CHANNEL_PREFIX", default_value = DEFAULT_CHANNEL_PREFIX)]
     pub channel_prefix: String,
@@ -98,17 +99,25 @@ pub async fn run(args: PublishArgs) -> Result<String, PublishCliError> {
     let channel = ChannelName::new(&args.channel)?;
     let policies = crate::config::policies_from(&args.history, "")?;
     let work = async {
-        match args.redis_url.as_deref().filter(|u| !u.trim().is_empty()) {
-            Some(url) => {
+        match crate::config::redis_target(&args.redis)? {
+            Some(target) => {
                 let prefix: ChannelPrefix =
                     ConfigError::parse("MT_CHANNEL_PREFIX", &args.channel_prefix).map_err(ConfigErrors::from)?;
-                let client = Builder::from_config(Config::from_url(url)?).build()?;
+                let config = target.client_config().map_err(|error| {
+                    ConfigErrors::from(ConfigError { setting: error.setting(), reason: error.to_string() })
+                })?;
+                let client = Builder::from_config(config).build()?;
                 client.init().await?;
                 let key = prefix.redis_channel(&channel);
+                // A cluster gets sharded pub/sub: the event goes to the primary owning its slot.
+                let sharded = target.layout == Layout::Cluster;
                 let line = if policies.keeps_history(&channel) {
                     let payload = Bytes::from(args.data.clone());
-                    let id = crate::history::redis::publish(&client, &key, payload, &policies.limits).await?;
+                    let id = crate::history::redis::publish(&client, &key, payload, &policies.limits, sharded).await?;
                     format!("published {id}")
+                } else if sharded {
+                    let receivers: i64 = client.spublish(key, args.data.as_str()).await?;
+                    format!("published to redis ({receivers} subscribers on the channel's shard)")
                 } else {
                     let receivers: i64 = client.publish(key, args.data.as_str()).await?;
                     format!("published to redis ({receivers} subscribers)")

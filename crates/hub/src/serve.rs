@@ -70,12 +70,12 @@ pub async fn run(
             hub.metrics.source_up.set(1);
             (Source::Embedded(broker), hub, History::Memory(history))
         }
-        SourceConfig::Redis { url } => {
+        SourceConfig::Redis(target) => {
             let (interest_tx, interest_rx) = mpsc::unbounded_channel();
             let hub =
                 Arc::new(Hub::new(config.budget, metrics, SourceLink::OnDemand { interest: interest_tx }, policies));
             let redis =
-                RedisSource::start(url, config.channel_prefix.clone(), Arc::clone(&hub), interest_rx, &shutdown)?;
+                RedisSource::start(target, config.channel_prefix.clone(), Arc::clone(&hub), interest_rx, &shutdown)?;
             let history = redis.history();
             (Source::Redis(redis), hub, history)
         }

@@ -60,9 +60,8 @@ pub struct ServeArgs {
     /// and the chart set 0.0.0.0, where the kubelet and Prometheus must reach it.
     #[arg(long, env = "MT_ADMIN_LISTEN", default_value_t = format!("127.0.0.1:{DEFAULT_ADMIN_PORT}"))]
     pub admin_listen: String,
-    /// Redis to subscribe to (`redis://[:password@]host:port[/db]`); unset or empty = embedded broker.
-    #[arg(long, env = "REDIS_URL")]
-    pub redis_url: Option<String>,
+    #[command(flatten)]
+    pub redis: RedisArgs,
     /// Prefix of the Redis channels (and stream keys) this hub reads.
     #[arg(long, env = "MT_CHANNEL_PREFIX", default_value = DEFAULT_CHANNEL_PREFIX)]
     pub channel_prefix: String,
@@ -122,6 +121,51 @@ pub struct AuthArgs {
     pub auth_keys_reload_seconds: String,
 }
 
+/// Where Redis is (`docs/scaling.md`): flags of `serve` and of `publish`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RedisArgs {
+    /// Redis to use: `redis://` or `rediss://` (TLS) host:port, `redis-sentinel://` sentinels
+    /// with `?sentinelServiceName=`, `redis-cluster://` seed nodes (`?node=host:port&…`);
+    /// unset or empty = embedded broker.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Redis ACL user, when the URL names none.
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+    /// Redis password, when the URL holds none.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+    /// PEM file of the CA certificates to trust for TLS (default: the system's).
+    #[arg(long, env = "MT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
+}
+
+/// The Redis target (`None`: no `REDIS_URL`, the embedded broker), or the bad setting.
+pub fn redis_target(args: &RedisArgs) -> Result<Option<RedisTarget>, ConfigErrors> {
+    let mut p = Parsing::default();
+    let target = redis(&mut p, args);
+    p.finish(|| target)
+}
+
+fn redis(p: &mut Parsing, args: &RedisArgs) -> Option<Option<RedisTarget>> {
+    let nonblank = |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let Some(url) = nonblank(&args.redis_url) else {
+        if nonblank(&args.redis_ca_file).is_some() {
+            p.fail("MT_REDIS_CA_FILE", "set, but REDIS_URL is not");
+            return None;
+        }
+        return Some(None);
+    };
+    let ca_file = nonblank(&args.redis_ca_file).map(std::path::PathBuf::from);
+    match RedisTarget::new(&url, nonblank(&args.redis_username), args.redis_password.clone(), ca_file) {
+        Ok(target) => Some(Some(target)),
+        Err(error) => {
+            p.fail(error.setting(), &error);
+            None
+        }
+    }
+}
+
 /// Which channels keep history and how much: flags of `serve` and of `publish` (which must
 /// publish the way the hubs are configured).
 #[derive(Debug, Clone, clap::Args)]
@@ -162,8 +206,8 @@ impl FromStr for LogFormat {
 pub enum SourceConfig {
     /// The in-process broker: events published to this pod only.
     Embedded,
-    /// Redis pub/sub at this URL.
-    Redis { url: String },
+    /// Redis: one server, Sentinel or Cluster.
+    Redis(RedisTarget),
 }
 
 /// The typed settings of `serve`.
@@ -190,7 +234,8 @@ mod tests;
 mod values;
 
 pub use error::{ConfigError, ConfigErrors, Expected};
-use values::{ListenAddr, Millis, Origins, Positive, PositiveSeconds, PublishToken, RedisUrl, WholeSeconds};
+use values::{ListenAddr, Millis, Origins, Positive, PositiveSeconds, PublishToken, WholeSeconds};
+use crate::source::redis::RedisTarget;
 
 /// The one parsing helper: parses each raw value into its type and records every failure, so
 /// one bad setting never hides the next.
@@ -244,7 +289,7 @@ impl Config {
         let mut p = Parsing::default();
         let listen = p.parse::<ListenAddr>("MT_LISTEN", &args.listen);
         let admin_listen = p.parse::<ListenAddr>("MT_ADMIN_LISTEN", &args.admin_listen);
-        let redis_url = p.optional::<RedisUrl>("REDIS_URL", args.redis_url.as_deref());
+        let redis_target = redis(&mut p, &args.redis);
         let channel_prefix = p.parse::<ChannelPrefix>("MT_CHANNEL_PREFIX", &args.channel_prefix);
         let max_connections = p.parse::<Positive<NonZeroUsize>>("MT_MAX_CONNECTIONS", &args.max_connections);
         let memory_limit = match &args.memory_limit {
@@ -280,9 +325,9 @@ impl Config {
             Some(Self {
                 listen: listen?.0,
                 admin_listen: admin_listen?.0,
-                source: match redis_url? {
+                source: match redis_target? {
                     None => SourceConfig::Embedded,
-                    Some(RedisUrl(url)) => SourceConfig::Redis { url },
+                    Some(target) => SourceConfig::Redis(target),
                 },
                 channel_prefix: channel_prefix?,
                 budget: budget?,

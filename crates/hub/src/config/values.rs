@@ -100,20 +100,3 @@ impl FromStr for PublishToken {
     }
 }
 
-/// A `redis://` URL the Redis client accepts; surrounding spaces ignored.
-pub(super) struct RedisUrl(pub String);
-
-impl FromStr for RedisUrl {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let url = text.trim();
-        if !url.starts_with("redis://") {
-            return Err(Expected::new("redis://[:password@]host:port[/db]", url).to_string());
-        }
-        fred::types::config::Config::from_url(url)
-            // Not echoed: past the scheme check the URL may hold a password.
-            .map_err(|e| format!("not a Redis URL the client accepts ({})", e.details()))?;
-        Ok(Self(url.to_owned()))
-    }
-}

@@ -40,17 +40,23 @@ async fn timed<T>(future: impl std::future::Future<Output = Result<T, fred::erro
 }
 
 /// Appends to the stream `key` and publishes on the channel `key`, in one step; returns the id.
+/// `sharded`: SPUBLISH (Redis Cluster: the stream and the channel share `key`'s slot), else
+/// PUBLISH.
 pub async fn publish(
     client: &Client,
     key: &str,
     payload: Bytes,
     limits: &HistoryLimits,
+    sharded: bool,
 ) -> Result<EventId, HistoryError> {
-    let args: Vec<Value> = vec![
+    let mut args: Vec<Value> = vec![
         Value::Bytes(payload),
         Value::Integer(limits.max_events.min(i64::MAX as u64) as i64),
         Value::Integer(limits.max_age.as_millis().min(i64::MAX as u128) as i64),
     ];
+    if sharded {
+        args.push(Value::String("spublish".into()));
+    }
     let id: String = timed(publish_script().evalsha_with_reload(client, key, args)).await?;
     id.parse().map_err(|e: crate::event_id::BadEventId| HistoryError::Reply(e.to_string()))
 }

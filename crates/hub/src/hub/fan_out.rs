@@ -37,18 +37,24 @@ fn hold_for(recovering: &mut Recovering, id: Option<EventId>, event: &Arc<Event>
 impl Hub {
     /// Fans an event out to the channel's subscribers; returns how many queues took it. `id` is
     /// the event's history id; without one (a channel without history, or a plain Redis
-    /// PUBLISH) the hub makes one up that follows the channel's last.
+    /// PUBLISH) the hub makes one up that follows the channel's last. An id at or below the
+    /// newest already delivered is a duplicate and is dropped.
     pub fn publish(&self, channel: &ChannelName, id: Option<EventId>, payload: &[u8], received_at: Instant) -> usize {
         self.metrics.messages_received.inc();
         let Some(channel_state) = self.channel(channel) else { return 0 };
         let inner = &mut *lock(&channel_state.inner);
         let mut held_back = false;
-        if let Some(seam) = &inner.catch_up {
-            match seam.on_live(id) {
+        match (&inner.catch_up, id) {
+            (Some(seam), _) => match seam.on_live(id) {
                 LiveEvent::Hold => held_back = true,
                 LiveEvent::Skip => return 0,
                 LiveEvent::GoLive => inner.catch_up = None,
-            }
+            },
+            (None, Some(id)) if id <= inner.delivered_id => return 0,
+            (None, _) => {}
+        }
+        if let Some(id) = id {
+            inner.delivered_id = inner.delivered_id.max(id);
         }
         let assigned = id.unwrap_or_else(|| EventId::next_after(inner.last_id, event_id::now_ms()));
         inner.last_id = inner.last_id.max(assigned);

@@ -30,6 +30,10 @@ pub(super) struct ChannelInner {
     /// Where the channel's history stood when its subscription went live is known (see
     /// [`Hub::seed_position`]), so a catch-up can start at `last_id` even before an event came.
     pub position_known: bool,
+    /// The newest history id fanned out (or held to be) from the source or a catch-up: a live
+    /// event at or below it is a duplicate, e.g. one a cluster primary the channel moved away
+    /// from delivers late, after the catch-up on the new primary already handed it over.
+    pub delivered_id: EventId,
     pub subscribers: Vec<Arc<Client>>,
     /// Subscriptions replaying history; they get live events only through their seam.
     pub recovering: Vec<Recovering>,
@@ -163,6 +167,15 @@ impl Hub {
             }
         }
         self.live_changed.notify_waiters();
+    }
+
+    /// Marks channels not live (their subscription is being re-made on another server).
+    pub fn mark_not_live(&self, channels: &[ChannelName]) {
+        for channel in channels {
+            if let Some(entry) = self.channels.get(channel) {
+                entry.live.store(false, Ordering::Release);
+            }
+        }
     }
 
     /// Marks every channel not live (the source lost its subscriptions).

@@ -103,6 +103,7 @@ impl Hub {
         let Some(channel_state) = self.channel(channel) else { return };
         let inner = &mut *lock(&channel_state.inner);
         inner.last_id = inner.last_id.max(id);
+        inner.delivered_id = inner.delivered_id.max(id);
         let event = self.event(channel, &channel_state, id, payload, Instant::now());
         self.fan_out(inner, Some(id), &event);
     }

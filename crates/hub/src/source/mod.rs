@@ -2,9 +2,10 @@
 //!
 //! - [`embedded`]: the in-process broker, used when no `REDIS_URL` is set; publishes reach this
 //!   pod's clients only.
-//! - [`redis`]: Redis pub/sub through fred; subscribes to `<prefix><channel>` only while a local
-//!   client wants the channel, resubscribes after reconnects, and proves the subscription works
-//!   end to end with a canary event.
+//! - [`redis`]: Redis (one server, Sentinel, or Cluster with sharded pub/sub) through fred;
+//!   subscribes to `<prefix><channel>` only while a local client wants the channel, resubscribes
+//!   after reconnects, failovers and slot moves, and proves each subscription works end to end
+//!   with a canary event.
 //!
 //! Both report readiness the same way ([`Source::readiness`]).
 
@@ -64,6 +65,10 @@ pub enum NotReady {
     RedisDisconnected,
     #[error("redis subscription silent: no canary for {0:?}")]
     SubscriptionSilent(Duration),
+    #[error("redis shard {0} disconnected")]
+    ShardDisconnected(String),
+    #[error("redis shard {shard} silent: no canary for {silence:?}")]
+    ShardSilent { shard: String, silence: Duration },
 }
 
 /// Why a publish failed.

@@ -1,17 +1,20 @@
-//! The canary: a private event published every [`CANARY_INTERVAL`]; the subscription is trusted
-//! only while events (canaries included) keep arriving. It also keeps the source's gauges fresh
-//! and forces a reconnect of a subscription that went silent.
+//! The canary of a single-server source: a private event published every [`CANARY_INTERVAL`];
+//! the subscription is trusted only while events (canaries included) keep arriving. It also
+//! keeps the source's gauges fresh and forces a reconnect of a subscription that went silent.
+//! (A cluster has one canary per primary: `cluster::canaries`.)
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use fred::prelude::*;
 
-use super::{command, readiness, Shared, CANARY_INTERVAL, CANARY_STALL, COMMAND_TIMEOUT};
-use crate::source::NotReady;
+use super::single::readiness;
+use super::{command, Shared, CANARY_INTERVAL, CANARY_STALL, COMMAND_TIMEOUT};
+use crate::source::{LastEvent, NotReady};
 
 /// Publishes the canary, keeps the gauges fresh, and reconnects a silent subscription.
-pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client) {
-    let Shared { hub, canary_channel, last_event, shutdown, .. } = &shared;
+pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client, last_event: Arc<LastEvent>) {
+    let Shared { hub, canary_suffix, shutdown, .. } = &shared;
     let mut ticks = tokio::time::interval(CANARY_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_forced = Instant::now();
@@ -24,9 +27,9 @@ pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client
         }
         sequence += 1;
         if publisher.is_connected() {
-            let _ = command(publisher.publish::<i64, _, _>(canary_channel.as_str(), sequence.to_string())).await;
+            let _ = command(publisher.publish::<i64, _, _>(canary_suffix.as_str(), sequence.to_string())).await;
         }
-        let ready = readiness(&subscriber, last_event);
+        let ready = readiness(&subscriber, &last_event);
         hub.metrics.redis_connected.set(ready.is_ok() as i64);
         hub.metrics.source_up.set(ready.is_ok() as i64);
         if let Some(at) = last_event.get() {
@@ -35,6 +38,7 @@ pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client
         if let Err(NotReady::SubscriptionSilent(age)) = ready {
             if age >= CANARY_STALL && last_forced.elapsed() >= CANARY_STALL {
                 tracing::warn!(?age, "redis subscription silent; forcing a reconnect");
+                shared.count_resubscribe("silent", "redis", hub.channel_names().len());
                 last_forced = Instant::now();
                 let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
             }
