@@ -35,6 +35,12 @@ COPY --from=builder /out/mt-stream.debug /mt-stream.debug
 # bookworm-slim matches the builder's glibc and ships coreutils' `sleep`, which the chart's
 # preStop hook runs.
 FROM debian:bookworm-slim AS runtime
+# ca-certificates: the system roots a rediss:// REDIS_URL is verified against when no
+# MT_REDIS_CA_FILE is set (a managed Redis with a public CA).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 mtstream \
     && useradd --system --uid 10001 --gid mtstream --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin mtstream

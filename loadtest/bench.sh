@@ -8,6 +8,8 @@
 #   HUB_BIN=/path/to/other/mt-stream loadtest/bench.sh idle   # compare another build
 #   loadtest/bench.sh spike      # RSS after a 5000-client spike, with glibc malloc tunings
 #   loadtest/bench.sh auth       # connect + token verification cost: no key, HS256, ES256
+#   loadtest/bench.sh cluster    # one Redis vs a 3-primary Redis Cluster (publishes/s, CPU per
+#       delivery), and the longest delivery gap when a cluster primary is killed (kill -9)
 #   BEFORE_BIN=/path/to/old/mt-stream loadtest/bench.sh compare   # old vs this build, steady
 #       1000 clients x 100 events/s, alternated 3 rounds, for before/after ratios from one run
 set -euo pipefail
@@ -194,8 +196,50 @@ case "${1:-all}" in
     start_hub
     load resume --clients 1000 --channels 10 --rate 2000 --size 256 --duration 5
     ;;
+  cluster)
+    # Six redis-servers (3 primaries, 3 replicas) on 17101..17106, as the tests start them.
+    CLUSTER_DIR="$(mktemp -d)"
+    cluster_ports=(17101 17102 17103 17104 17105 17106)
+    for port in "${cluster_ports[@]}"; do
+      mkdir -p "$CLUSTER_DIR/$port"
+      redis-server --port "$port" --bind 127.0.0.1 --save "" --dir "$CLUSTER_DIR/$port" --cluster-enabled yes \
+        --cluster-node-timeout 2000 --repl-diskless-sync-delay 0 --appendonly yes --daemonize yes --logfile "$CLUSTER_DIR/$port.log"
+    done
+    stop_cluster() {
+      for port in "${cluster_ports[@]}"; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; done
+      rm -rf "$CLUSTER_DIR"
+    }
+    trap 'stop_cluster; cleanup' EXIT
+    for _ in $(seq 1 50); do redis-cli -p 17106 ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") --cluster-replicas 1 --cluster-yes >/dev/null
+    for _ in $(seq 1 100); do
+      ok=0
+      for port in "${cluster_ports[@]}"; do redis-cli -p "$port" cluster info | grep -q cluster_state:ok && ok=$((ok + 1)); done
+      [[ $ok == 6 ]] && break
+      sleep 0.2
+    done
+    cluster_url="redis-cluster://127.0.0.1:17101?node=127.0.0.1:17102&node=127.0.0.1:17103"
+    start_redis
+    single_url=redis://127.0.0.1:$REDIS_PORT
+    for round in 1 2; do
+      for url in "$single_url" "$cluster_url"; do
+        echo "### round $round: $url"
+        start_hub REDIS_URL="$url"
+        load steady --clients 1000 --channels 100 --rate 20000 --size 256 --duration 10 --redis-url "$url" --history
+      done
+    done
+    # A primary killed with SIGKILL 5 s into a 20 s run at 1000 events/s over 100 channels
+    # (10 a second per channel): the longest silence on one channel is the time from the kill
+    # to that channel's first event delivered again (plus up to 100 ms between its events).
+    primary=$(redis-cli -p 17101 cluster nodes | awk '/master/ && !/fail/ {split($2, a, "[:@]"); print a[2]; exit}')
+    echo "### failover: kill -9 of the primary on port $primary after 5 s"
+    start_hub REDIS_URL="$cluster_url"
+    ( sleep 5; kill -9 "$(redis-cli -p "$primary" info server | awk -F: '/^process_id:/ {print $2}' | tr -d '\r')" ) &
+    load steady --clients 1000 --channels 100 --rate 1000 --size 256 --duration 20 --redis-url "$cluster_url" --history
+    wait
+    ;;
   *)
-    echo "usage: $0 [all|idle|churn|history|spike|compare]" >&2
+    echo "usage: $0 [all|idle|churn|history|spike|auth|cluster|compare]" >&2
     exit 2
     ;;
 esac

@@ -56,7 +56,8 @@ struct Args {
     /// Bearer token for HTTP publishing.
     #[arg(long, env = "MT_PUBLISH_TOKEN", default_value = "")]
     token: String,
-    /// Publish through this Redis (PUBLISH <prefix><channel>) instead of HTTP.
+    /// Publish through this Redis (PUBLISH <prefix><channel>) instead of HTTP; a
+    /// `redis-cluster://` URL publishes with SPUBLISH (sharded pub/sub), as the hub does there.
     #[arg(long)]
     redis_url: Option<String>,
     /// Redis channel prefix.
@@ -377,6 +378,7 @@ async fn measured_run(
     if let Some(hub) = &mut summary.hub {
         hub.rss_start_mib = rss_before.rss_bytes as f64 / (1 << 20) as f64;
     }
+    summary.extra.push(("longest silence on one channel (ms)".into(), total.longest_silence_us as f64 / 1000.0));
     if stalled_count > 0 {
         summary.extra.push(("stalled clients".into(), stalled_count as f64));
         summary.extra.push(("stalled clients closed with a 4008 frame".into(), closed_4008 as f64));

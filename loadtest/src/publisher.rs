@@ -55,7 +55,8 @@ pub struct Published {
 }
 
 enum Sink {
-    Redis { client: Client, prefix: String, script: Option<Script> },
+    /// `sharded`: a Redis Cluster (SPUBLISH, and the script told so).
+    Redis { client: Client, prefix: String, script: Option<Script>, sharded: bool },
     Http { stream: TcpStream, admin: SocketAddr, token: String, response: Vec<u8> },
 }
 
@@ -73,7 +74,8 @@ impl Sink {
                     }
                     false => None,
                 };
-                Sink::Redis { client, prefix: prefix.clone(), script }
+                let sharded = url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://");
+                Sink::Redis { client, prefix: prefix.clone(), script, sharded }
             }
             Target::Http { admin, token } => Sink::Http {
                 stream: TcpStream::connect(admin).await.context("connect to the hub's admin port")?,
@@ -87,16 +89,18 @@ impl Sink {
     /// Publishes a batch; returns how many failed.
     async fn send(&mut self, batch: &[(String, String)]) -> u64 {
         match self {
-            Sink::Redis { client, prefix, script } => {
+            Sink::Redis { client, prefix, script, sharded } => {
                 // One pipeline per batch: commands go out in order, in one write.
                 let pipeline = client.pipeline();
                 for (channel, body) in batch {
                     let key = format!("{prefix}{channel}");
                     let queued: Result<(), _> = match script {
                         Some(script) => {
-                            // Pipelines have no EVALSHA method; the command is sent as is.
-                            let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::FirstKey, false);
-                            let args = vec![
+                            // Pipelines have no EVALSHA method; the command is sent as is, to
+                            // the key's slot.
+                            let slot = ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()));
+                            let evalsha = CustomCommand::new_static("EVALSHA", slot, false);
+                            let mut args = vec![
                                 Value::from(script.sha1().to_string()),
                                 Value::Integer(1),
                                 Value::from(key),
@@ -104,8 +108,12 @@ impl Sink {
                                 Value::Integer(HISTORY_MAX_EVENTS),
                                 Value::Integer(HISTORY_MAX_AGE_MS),
                             ];
+                            if *sharded {
+                                args.push(Value::from("spublish"));
+                            }
                             pipeline.custom(evalsha, args).await
                         }
+                        None if *sharded => pipeline.spublish(key, body.as_str()).await,
                         None => pipeline.publish(key, body.as_str()).await,
                     };
                     if let Err(error) = queued {

@@ -19,6 +19,11 @@ pub struct ClientStats {
     pub reordered: u64,
     /// Last sequence seen per channel index (0 = none yet; sequences start at 1).
     pub last_seq: Vec<u64>,
+    /// When the last event of each channel arrived (µs since the epoch; 0 = none yet).
+    pub last_at_us: Vec<u64>,
+    /// The longest wait between two events of one channel: with a steady publisher, how long
+    /// delivery stopped (a Redis failover, say).
+    pub longest_silence_us: u64,
     pub latency_us: Histogram<u64>,
 }
 
@@ -30,6 +35,8 @@ impl ClientStats {
             duplicated: 0,
             reordered: 0,
             last_seq: vec![0; channels],
+            last_at_us: vec![0; channels],
+            longest_silence_us: 0,
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
         }
     }
@@ -37,7 +44,14 @@ impl ClientStats {
     /// Records one event of `channel` with sequence `seq`, sent at `sent_us`.
     pub fn record(&mut self, channel: usize, seq: u64, sent_us: u64) {
         self.deliveries += 1;
-        let _ = self.latency_us.record(now_micros().saturating_sub(sent_us).max(1));
+        let now = now_micros();
+        let _ = self.latency_us.record(now.saturating_sub(sent_us).max(1));
+        if let Some(last_at) = self.last_at_us.get_mut(channel) {
+            if *last_at > 0 {
+                self.longest_silence_us = self.longest_silence_us.max(now.saturating_sub(*last_at));
+            }
+            *last_at = now;
+        }
         let Some(last) = self.last_seq.get_mut(channel) else { return };
         if seq == *last + 1 {
             *last = seq;
@@ -65,6 +79,7 @@ impl ClientStats {
         self.lost += other.lost;
         self.duplicated += other.duplicated;
         self.reordered += other.reordered;
+        self.longest_silence_us = self.longest_silence_us.max(other.longest_silence_us);
         let _ = self.latency_us.add(&other.latency_us);
     }
 }

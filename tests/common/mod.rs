@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 mod raw_client;
 mod redis;
 

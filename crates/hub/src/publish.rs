@@ -76,6 +76,12 @@ impl From<fred::error::Error> for PublishCliError {
 /// keeps its message (`IO Error: Connection refused`).
 pub fn describe_redis_error(error: &fred::error::Error) -> String {
     let details = error.details();
+    if let Some((_, rest)) = details.split_once("InvalidCertificate(") {
+        let reason = rest.split(')').next().unwrap_or_default();
+        return format!(
+            "TLS Error: the server's certificate was refused ({reason}); if a private CA signed it, set MT_REDIS_CA_FILE"
+        );
+    }
     let message = details
         .split_once("message: \"")
         .and_then(|(_, rest)| rest.split_once('"'))
@@ -176,5 +182,10 @@ mod tests {
         assert_eq!(describe_redis_error(&timeout), "IO Error: Kind(TimedOut)");
         let auth = Error::new(ErrorKind::Auth, "WRONGPASS invalid username-password pair");
         assert_eq!(describe_redis_error(&auth), "Authentication Error: WRONGPASS invalid username-password pair");
+        let tls = Error::new(ErrorKind::IO, "Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }");
+        assert_eq!(
+            describe_redis_error(&tls),
+            "TLS Error: the server's certificate was refused (UnknownIssuer); if a private CA signed it, set MT_REDIS_CA_FILE"
+        );
     }
 }

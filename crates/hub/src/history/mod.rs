@@ -71,7 +71,7 @@ pub enum HistoryError {
 #[derive(Clone)]
 pub enum History {
     Memory(Arc<memory::MemoryHistory>),
-    Redis { client: fred::clients::Client, prefix: ChannelPrefix },
+    Redis { commands: crate::source::redis::Commands, prefix: ChannelPrefix },
 }
 
 impl History {
@@ -84,8 +84,10 @@ impl History {
     ) -> Result<Read, HistoryError> {
         match self {
             Self::Memory(memory) => Ok(memory.read_after(channel, since, limit)),
-            Self::Redis { client, prefix } => {
-                redis::read_after(client, &prefix.redis_channel(channel), since, limit).await
+            Self::Redis { commands, prefix } => {
+                let key = prefix.redis_channel(channel);
+                let client = commands.for_key(&key)?;
+                redis::read_after(&client, &key, since, limit).await.inspect_err(|error| commands.note_error(error))
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The canary of a single-server source: a private event published every [`CANARY_INTERVAL`];
 //! the subscription is trusted only while events (canaries included) keep arriving. It also
 //! keeps the source's gauges fresh and forces a reconnect of a subscription that went silent.
-//! (A cluster has one canary per primary: `cluster::canaries`.)
+//! (A cluster has one canary per primary: see `cluster`.) A canary refused with READONLY went to
+//! a primary a Sentinel failover demoted: the publisher reconnects, asking the Sentinels again.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,13 @@ use super::{command, Shared, CANARY_INTERVAL, CANARY_STALL, COMMAND_TIMEOUT};
 use crate::source::{LastEvent, NotReady};
 
 /// Publishes the canary, keeps the gauges fresh, and reconnects a silent subscription.
-pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client, last_event: Arc<LastEvent>) {
+pub(super) async fn canary(
+    shared: Shared,
+    subscriber: Client,
+    publisher: Client,
+    last_event: Arc<LastEvent>,
+    forced: Arc<std::sync::atomic::AtomicBool>,
+) {
     let Shared { hub, canary_suffix, shutdown, .. } = &shared;
     let mut ticks = tokio::time::interval(CANARY_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -27,7 +34,11 @@ pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client
         }
         sequence += 1;
         if publisher.is_connected() {
-            let _ = command(publisher.publish::<i64, _, _>(canary_suffix.as_str(), sequence.to_string())).await;
+            let published = command(publisher.publish::<i64, _, _>(canary_suffix.as_str(), sequence.to_string())).await;
+            if published.is_err_and(|error| error.contains("READONLY")) {
+                tracing::warn!("redis publisher reached a replica (READONLY); reconnecting it");
+                let _ = command(publisher.force_reconnection()).await;
+            }
         }
         let ready = readiness(&subscriber, &last_event);
         hub.metrics.redis_connected.set(ready.is_ok() as i64);
@@ -38,7 +49,7 @@ pub(super) async fn canary(shared: Shared, subscriber: Client, publisher: Client
         if let Err(NotReady::SubscriptionSilent(age)) = ready {
             if age >= CANARY_STALL && last_forced.elapsed() >= CANARY_STALL {
                 tracing::warn!(?age, "redis subscription silent; forcing a reconnect");
-                shared.count_resubscribe("silent", "redis", hub.channel_names().len());
+                forced.store(true, std::sync::atomic::Ordering::Relaxed);
                 last_forced = Instant::now();
                 let _ = tokio::time::timeout(COMMAND_TIMEOUT, subscriber.force_reconnection()).await;
             }

@@ -26,6 +26,7 @@ pub(super) async fn run(subscriber: Client, shutdown: Shutdown) {
             error = errors.recv() => {
                 let Ok((error, server)) = error else { continue };
                 let server = server.map(|s| s.to_string()).unwrap_or_else(|| "redis".into());
+                let error = crate::publish::describe_redis_error(&error);
                 match &mut outage {
                     None => {
                         tracing::warn!(%server, cause = %error, "redis connection lost; retrying (backoff 100 ms doubling to 2 s); clients stay connected, delivery paused");

@@ -1,9 +1,9 @@
 //! Redis as the event source, through fred: one server, a Sentinel-watched primary, or a Redis
 //! Cluster with sharded pub/sub ([`target`] reads which from `REDIS_URL`).
 //!
-//! A **publisher** connection (`POST /publish`, `mt-stream publish`, the canaries, history
-//! reads; in cluster mode fred routes each command to the primary owning its key's slot) and
-//! the **subscriptions**, which differ by layout:
+//! The **commands** ([`commands`]: `POST /publish`, the canaries, history reads) go over one
+//! connection, or on a cluster over a connection to the primary owning the key's slot; the
+//! **subscriptions** differ by layout:
 //!
 //! - [`single`] (standalone and Sentinel): one subscriber connection, SUBSCRIBE, one canary;
 //!   fred follows a Sentinel failover to the new primary and the reconnect re-subscribes;
@@ -29,6 +29,7 @@ use super::{LastEvent, NotReady, PublishError};
 
 mod canary;
 mod cluster;
+pub mod commands;
 mod connection_log;
 mod single;
 pub mod target;
@@ -38,6 +39,7 @@ use crate::hub::Hub;
 use crate::protocol::{ChannelName, ChannelPrefix};
 use crate::recovery;
 use crate::shutdown::Shutdown;
+pub use commands::Commands;
 pub use target::{Layout, RedisTarget, TargetError};
 
 /// How often the hub publishes its canaries.
@@ -92,10 +94,9 @@ enum Subscriptions {
 
 /// The Redis source.
 pub struct RedisSource {
-    publisher: Client,
+    commands: Commands,
     subscriptions: Subscriptions,
     prefix: ChannelPrefix,
-    layout: Layout,
     hub: Arc<Hub>,
 }
 
@@ -119,8 +120,14 @@ impl RedisSource {
         shutdown: &Shutdown,
     ) -> Result<Self, RedisSetupError> {
         let config = target.client_config()?;
-        let publisher = build_client(&config, target.layout)?;
-        publisher.connect();
+        let commands = match target.layout {
+            Layout::Cluster => Commands::Cluster(commands::ClusterRouter::new(config.clone())),
+            Layout::Standalone | Layout::Sentinel => {
+                let publisher = build_client(&config, target.layout)?;
+                publisher.connect();
+                Commands::Single(publisher)
+            }
+        };
         let canary_suffix = format!(
             "{}!canary.{}.{}",
             prefix.as_str(),
@@ -134,21 +141,21 @@ impl RedisSource {
             hub: Arc::clone(&hub),
             prefix: prefix.clone(),
             canary_suffix,
-            history: History::Redis { client: publisher.clone(), prefix: prefix.clone() },
+            history: History::Redis { commands: commands.clone(), prefix: prefix.clone() },
             shutdown: shutdown.clone(),
         };
-        let subscriptions = match target.layout {
-            Layout::Standalone | Layout::Sentinel => Subscriptions::Single(single::Single::start(
+        let subscriptions = match &commands {
+            Commands::Single(publisher) => Subscriptions::Single(single::Single::start(
                 shared,
                 build_client(&config, target.layout)?,
                 publisher.clone(),
                 interest,
             )),
-            Layout::Cluster => {
-                Subscriptions::Cluster(cluster::Cluster::start(shared, config, publisher.clone(), interest))
+            Commands::Cluster(router) => {
+                Subscriptions::Cluster(cluster::Cluster::start(shared, config, Arc::clone(router), interest))
             }
         };
-        Ok(Self { publisher, subscriptions, prefix, layout: target.layout, hub })
+        Ok(Self { commands, subscriptions, prefix, hub })
     }
 
     /// Publishes `payload` on `<prefix><channel>`, so every pod sees it: with the history
@@ -157,19 +164,20 @@ impl RedisSource {
     pub async fn publish(&self, channel: &ChannelName, payload: Bytes) -> Result<Option<EventId>, PublishError> {
         let redis_channel = self.prefix.redis_channel(channel);
         let policies = self.hub.policies();
-        let sharded = self.layout == Layout::Cluster;
+        let sharded = self.commands.sharded();
+        let client = self.commands.for_key(&redis_channel)?;
         if policies.keeps_history(channel) {
-            let id = history::redis::publish(&self.publisher, &redis_channel, payload, &policies.limits, sharded)
+            let id = history::redis::publish(&client, &redis_channel, payload, &policies.limits, sharded)
                 .await
-                .inspect_err(|error| self.on_publish_error(error))?;
+                .inspect_err(|error| self.on_publish_error(&client, error))?;
             self.hub.metrics.messages_published.inc();
             return Ok(Some(id));
         }
         let publish = async {
             if sharded {
-                self.publisher.spublish::<i64, _, _>(redis_channel, payload).await
+                client.spublish::<i64, _, _>(redis_channel, payload).await
             } else {
-                self.publisher.publish::<i64, _, _>(redis_channel, payload).await
+                client.publish::<i64, _, _>(redis_channel, payload).await
             }
         };
         match tokio::time::timeout(COMMAND_TIMEOUT, publish).await {
@@ -178,7 +186,7 @@ impl RedisSource {
                 Ok(None)
             }
             Ok(Err(error)) => {
-                self.on_publish_error(&error);
+                self.on_publish_error(&client, &error);
                 Err(PublishError::Redis(error))
             }
             Err(_) => Err(PublishError::Timeout(COMMAND_TIMEOUT)),
@@ -187,19 +195,20 @@ impl RedisSource {
 
     /// A write refused with READONLY went to a server that is a replica now (a Sentinel
     /// failover demoted it while the connection stayed up): reconnect, which asks the
-    /// Sentinels for the primary again.
-    fn on_publish_error(&self, error: &dyn std::fmt::Display) {
+    /// Sentinels for the primary again. A redirection on a cluster: the slot map is stale.
+    fn on_publish_error(&self, client: &Client, error: &dyn std::fmt::Display) {
+        self.commands.note_error(error);
         if error.to_string().contains("READONLY") {
-            let publisher = self.publisher.clone();
+            let client = client.clone();
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(COMMAND_TIMEOUT, publisher.force_reconnection()).await;
+                let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.force_reconnection()).await;
             });
         }
     }
 
     /// The history kept in this Redis (read by resume).
     pub fn history(&self) -> History {
-        History::Redis { client: self.publisher.clone(), prefix: self.prefix.clone() }
+        History::Redis { commands: self.commands.clone(), prefix: self.prefix.clone() }
     }
 
     /// Ready while every subscription is connected and its canary arrived within
@@ -227,12 +236,12 @@ impl RedisSource {
             Subscriptions::Single(single) => single.quit().await,
             Subscriptions::Cluster(cluster) => cluster.quit().await,
         }
-        let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.publisher.quit()).await;
+        self.commands.quit().await;
     }
 }
 
 /// A fred client for one of the layouts (cluster clients follow MOVED/ASK redirections).
-fn build_client(config: &fred::types::config::Config, layout: Layout) -> Result<Client, fred::error::Error> {
+pub(crate) fn build_client(config: &fred::types::config::Config, layout: Layout) -> Result<Client, fred::error::Error> {
     Builder::from_config(config.clone())
         .with_connection_config(|connection| {
             connection.connection_timeout = COMMAND_TIMEOUT;

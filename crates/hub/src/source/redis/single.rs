@@ -12,6 +12,7 @@
 //! down, so live clients lose nothing to a Redis blip or a failover either.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fred::prelude::*;
@@ -38,6 +39,7 @@ impl Single {
         interest: mpsc::UnboundedReceiver<ChannelName>,
     ) -> Self {
         let last_event = Arc::new(LastEvent::default());
+        let forced = Arc::new(AtomicBool::new(false));
         // Receivers are taken before connecting so the first connect is seen too.
         let messages = subscriber.message_rx();
         let reconnects = subscriber.reconnect_rx();
@@ -49,12 +51,13 @@ impl Single {
                 shared: shared.clone(),
                 subscriber: subscriber.clone(),
                 last_event: Arc::clone(&last_event),
+                forced: Arc::clone(&forced),
                 interest,
                 reconnects,
             }
             .run(),
         );
-        shutdown.spawn(canary(shared, subscriber.clone(), publisher, Arc::clone(&last_event)));
+        shutdown.spawn(canary(shared, subscriber.clone(), publisher, Arc::clone(&last_event), Arc::clone(&forced)));
         shutdown.spawn(connection_log::run(subscriber.clone(), shutdown.clone()));
         Self { subscriber, last_event }
     }
@@ -87,6 +90,8 @@ struct Subscriptions {
     shared: Shared,
     subscriber: Client,
     last_event: Arc<LastEvent>,
+    /// The canary forced the last reconnect (the re-subscribe's cause is then `silent`).
+    forced: Arc<AtomicBool>,
     /// Channels whose local interest changed (from the hub).
     interest: mpsc::UnboundedReceiver<ChannelName>,
     /// Every (re)connect of the subscriber.
@@ -122,7 +127,8 @@ impl Subscriptions {
         let wanted = hub.channel_names();
         if reconnected {
             hub.metrics.source_reconnects.inc();
-            shared.count_resubscribe("reconnect", "redis", wanted.len());
+            let cause = if self.forced.swap(false, Ordering::Relaxed) { "silent" } else { "reconnect" };
+            shared.count_resubscribe(cause, "redis", wanted.len());
         }
         // Kept channels hold their live events back from now on, until what was published
         // while the subscription was down has been read from history.

@@ -119,7 +119,7 @@ impl RedisTarget {
         }
         if let ServerConfig::Sentinel { username, password, .. } = &mut config.server {
             // Sentinels share the data nodes' credentials unless the URL gives them their own.
-            if password.is_none() && config.password.is_some() {
+            if username.is_none() && password.is_none() && config.password.is_some() {
                 username.clone_from(&config.username);
                 password.clone_from(&config.password);
             }
@@ -132,11 +132,16 @@ impl RedisTarget {
 
     /// Where the credentials come from, for the start-up line (never what they are).
     pub fn credentials(&self) -> &'static str {
-        let in_url = self.url.split_once("://").is_some_and(|(_, rest)| rest.contains('@'));
-        match (in_url, self.password.is_some()) {
-            (true, _) => "from REDIS_URL",
-            (false, true) => "from REDIS_PASSWORD",
-            (false, false) => "none",
+        let rest = self.url.split_once("://").map_or("", |(_, rest)| rest);
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        let password_in_url = authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .is_some_and(|(_, password)| !password.is_empty());
+        match (password_in_url, self.password.is_some()) {
+            (true, _) => "password from REDIS_URL",
+            (false, true) => "password from REDIS_PASSWORD",
+            (false, false) => "no password",
         }
     }
 
@@ -232,6 +237,14 @@ mod tests {
         let in_url = RedisTarget::new("redis://u:p@h:1", None, Some("other".into()), None).unwrap();
         assert_eq!(in_url.client_config().unwrap().password.as_deref(), Some("p"));
         assert!(!format!("{with_env} {with_env:?} {in_url:?}").contains("s3cret"));
+        assert_eq!(
+            (with_env.credentials(), in_url.credentials()),
+            ("password from REDIS_PASSWORD", "password from REDIS_URL")
+        );
+        let user_only = RedisTarget::new("redis://app@h:1?x=a@b", None, Some("pw".into()), None).unwrap();
+        assert_eq!(user_only.credentials(), "password from REDIS_PASSWORD");
+        assert_eq!(target("redis://h:1").unwrap().credentials(), "no password");
+        assert_eq!(target("rediss://h:1").unwrap().to_string(), "standalone+tls h:1");
         assert!(!format!("{in_url}").contains("u:p"));
     }
 

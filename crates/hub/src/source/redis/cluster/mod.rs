@@ -5,7 +5,8 @@
 //! One task owns every subscription, so they change in order. It follows the hub's interest,
 //! and every [`CANARY_INTERVAL`] it:
 //!
-//! 1. reads the slot map again (`CLUSTER SLOTS` through the publisher connection, [`slots`]);
+//! 1. reads the slot map again (`CLUSTER SLOTS` from a node, [`slots`]) and hands it to the
+//!    command router (`commands`), so publishes and history reads go to the slot's owner;
 //! 2. moves every channel whose slot now has another owner: a slot migrated (Redis drops the
 //!    old subscription with an unsolicited `sunsubscribe`, which the client library does not
 //!    pass on: this comparison is what notices it) or a replica took over from a dead primary.
@@ -18,7 +19,7 @@
 //! A subscriber connection's reconnect re-subscribes its channels the same way (catch-up
 //! included); a `MOVED` answer to an SSUBSCRIBE makes the next round come at once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,10 +29,13 @@ use tokio::sync::mpsc;
 
 use super::{command, Shared, CANARY_INTERVAL, CANARY_STALL};
 use crate::lock::lock;
+use crate::event_id::EventId;
 use crate::protocol::ChannelName;
 use crate::source::{LastEvent, NotReady};
 use shard::{Placement, Shard};
-use slots::SlotMap;
+pub(super) use slots::SlotMap;
+use slots::MapReader;
+use super::commands::ClusterRouter;
 
 mod shard;
 mod slots;
@@ -53,20 +57,22 @@ impl Cluster {
     pub(super) fn start(
         shared: Shared,
         base: Config,
-        publisher: Client,
+        router: Arc<ClusterRouter>,
         interest: mpsc::UnboundedReceiver<ChannelName>,
     ) -> Self {
         let view = Arc::new(Mutex::new(Vec::new()));
         let (connects_tx, connects) = mpsc::unbounded_channel();
         let task = Task {
             shared: shared.clone(),
-            base,
-            publisher,
+            base: base.clone(),
+            router,
             interest,
             connects,
             connects_tx,
             shards: BTreeMap::new(),
+            unplaced: HashMap::new(),
             map: None,
+            map_reader: MapReader::new(base.clone()),
             view: Arc::clone(&view),
             sequence: 0,
         };
@@ -117,13 +123,17 @@ struct Task {
     shared: Shared,
     /// The cluster's client configuration; each primary's subscriber is built from it.
     base: Config,
-    publisher: Client,
+    /// Where the hub's commands go; it follows the slot map read here.
+    router: Arc<ClusterRouter>,
     interest: mpsc::UnboundedReceiver<ChannelName>,
     /// Every (re)connect of a primary's subscriber.
     connects: mpsc::UnboundedReceiver<Server>,
     connects_tx: mpsc::UnboundedSender<Server>,
     shards: BTreeMap<Server, Shard>,
+    /// Channels whose slot had no reachable owner at the last map, with their catch-up start.
+    unplaced: HashMap<ChannelName, Option<EventId>>,
     map: Option<SlotMap>,
+    map_reader: MapReader,
     view: Arc<Mutex<Vec<ShardView>>>,
     sequence: u64,
 }
@@ -139,6 +149,7 @@ impl Task {
                 Some(server) = self.connects.recv() => self.on_connected(server).await,
                 Some(first) = self.interest.recv() => self.on_interest(first).await,
                 _ = ticks.tick() => self.on_tick().await,
+                () = self.router.stale.notified() => true,
             };
             if stale_map {
                 ticks.reset_immediately();
@@ -150,10 +161,9 @@ impl Task {
     /// the kept ones catch up). Returns whether the slot map looked stale.
     async fn on_connected(&mut self, server: Server) -> bool {
         let Some(shard) = self.shards.get_mut(&server) else { return false };
-        let resubscribed = shard.on_connected(&self.shared);
-        if resubscribed > 0 {
+        if let Some(cause) = shard.on_connected(&self.shared) {
             self.shared.hub.metrics.source_reconnects.inc();
-            self.shared.count_resubscribe("reconnect", &shard.name(), resubscribed);
+            self.shared.count_resubscribe(cause, &shard.name(), shard.channels.len());
         }
         tracing::info!(shard = %server, channels = shard.channels.len(), "redis cluster primary connected; subscribing");
         self.settle(&server).await
@@ -168,6 +178,9 @@ impl Task {
         let (wanted, unwanted): (Vec<ChannelName>, Vec<ChannelName>) =
             changed.into_iter().partition(|c| self.shared.hub.has_subscribers(c));
         if !unwanted.is_empty() {
+            for channel in &unwanted {
+                self.unplaced.remove(channel);
+            }
             for shard in self.shards.values_mut() {
                 shard.take(&self.shared, &unwanted).await;
             }
@@ -183,16 +196,30 @@ impl Task {
     /// Places channels not on any shard yet on the primary owning their slot (once the slot map
     /// is known); returns the shards that got some.
     fn place_new(&mut self, channels: Vec<ChannelName>) -> HashSet<Server> {
+        let fresh = channels.into_iter().map(|channel| (channel, None)).collect();
+        self.place(fresh)
+    }
+
+    /// Places channels on the primary owning their slot, each waiting to be subscribed there
+    /// (with where its catch-up starts, if it needs one); a channel already placed is left,
+    /// one whose slot has no owner (or no connection) waits in `unplaced` for the next map.
+    fn place(&mut self, channels: Vec<(ChannelName, Option<EventId>)>) -> HashSet<Server> {
         let mut touched = HashSet::new();
-        let Some(map) = &self.map else { return touched };
-        for channel in channels {
+        for (channel, catch_up_from) in channels {
             if self.shards.values().any(|shard| shard.channels.contains_key(&channel)) {
                 continue;
             }
-            let Some(owner) = map.owner_of(&self.shared.prefix.redis_channel(&channel)) else { continue };
-            if let Some(shard) = self.shards.get_mut(owner) {
-                shard.channels.insert(channel, Placement::Pending { catch_up_from: None });
-                touched.insert(owner.clone());
+            let owner = self.map.as_ref().and_then(|map| map.owner_of(&self.shared.prefix.redis_channel(&channel)));
+            match owner.and_then(|owner| self.shards.get_mut(owner)) {
+                Some(shard) => {
+                    self.unplaced.remove(&channel);
+                    shard.channels.insert(channel, Placement::Pending { catch_up_from });
+                    touched.insert(shard.server.clone());
+                }
+                None => {
+                    let kept = self.unplaced.entry(channel).or_insert(catch_up_from);
+                    *kept = kept.or(catch_up_from);
+                }
             }
         }
         touched
@@ -203,7 +230,7 @@ impl Task {
         match shard.settle(&self.shared).await {
             Ok(()) => false,
             Err(error) => {
-                let stale = error.contains("MOVED") || error.contains("CROSSSLOT") || error.contains("ASK");
+                let stale = ["MOVED ", "ASK ", "CROSSSLOT"].iter().any(|answer| error.contains(answer));
                 tracing::warn!(shard = %server, %error, "ssubscribe failed; retrying with a fresh slot map");
                 stale
             }
@@ -212,10 +239,7 @@ impl Task {
 
     /// The periodic round: slot map, moves, subscriptions still waiting, canaries, silence.
     async fn on_tick(&mut self) -> bool {
-        if let Err(error) = command(self.publisher.sync_cluster()).await {
-            tracing::debug!(%error, "cannot refresh the cluster's slot map; using the last one");
-        }
-        if let Some(map) = self.publisher.cached_cluster_state().map(|routing| SlotMap::from_routing(&routing)) {
+        if let Some(map) = self.map_reader.read(&self.shards.keys().cloned().collect::<Vec<_>>(), self.sequence as usize).await {
             if self.map.as_ref() != Some(&map) {
                 self.apply_map(map).await;
             }
@@ -234,6 +258,7 @@ impl Task {
     /// Follows a new slot map: connects to new primaries, moves channels whose slot changed
     /// owner, gives each primary a canary it owns, and closes connections to former primaries.
     async fn apply_map(&mut self, map: SlotMap) {
+        self.router.set_map(map.clone());
         let primaries = map.primaries();
         for primary in &primaries {
             if !self.shards.contains_key(primary) {
@@ -276,12 +301,25 @@ impl Task {
             tracing::info!(from = %from, to = %to, cause, channels = moved.len(), "channels moved to another primary; re-subscribing and catching up from history");
         }
         let gone: Vec<Server> = self.shards.keys().filter(|server| !primaries.contains(server)).cloned().collect();
+        let mut orphans = Vec::new();
         for server in gone {
-            if let Some(shard) = self.shards.remove(&server) {
+            if let Some(mut shard) = self.shards.remove(&server) {
                 tracing::info!(shard = %server, "no longer a primary; closing its subscriber connection");
+                // Channels no other primary took (their slot has no owner yet): they wait,
+                // not live, and catch up wherever they are subscribed next.
+                let left: Vec<ChannelName> = shard.channels.keys().cloned().collect();
+                for (channel, placement) in shard.take(&self.shared, &left).await {
+                    let catch_up_from = match placement {
+                        Placement::Pending { catch_up_from } => catch_up_from,
+                        Placement::Subscribed => self.shared.hub.begin_catch_up(&channel),
+                    };
+                    orphans.push((channel, catch_up_from));
+                }
                 shard.close();
             }
         }
+        let waiting: Vec<ChannelName> = orphans.iter().map(|(channel, _)| channel.clone()).collect();
+        self.shared.hub.mark_not_live(&waiting);
         for (server, shard) in &mut self.shards {
             let owned = shard.canary.as_deref().is_some_and(|canary| map.owner_of(canary) == Some(server));
             if !owned {
@@ -293,8 +331,10 @@ impl Task {
             }
         }
         self.map = Some(map);
-        let unplaced: Vec<ChannelName> = self.shared.hub.channel_names();
-        self.place_new(unplaced);
+        orphans.extend(self.unplaced.drain());
+        self.place(orphans);
+        let wanted: Vec<ChannelName> = self.shared.hub.channel_names();
+        self.place_new(wanted);
         self.publish_view();
     }
 
@@ -304,9 +344,10 @@ impl Task {
         self.sequence += 1;
         for shard in self.shards.values() {
             let Some(canary) = shard.canary.clone() else { continue };
-            let (publisher, sequence) = (self.publisher.clone(), self.sequence.to_string());
+            let Ok(client) = self.router.client_for(&canary) else { continue };
+            let sequence = self.sequence.to_string();
             self.shared.shutdown.spawn(async move {
-                let _ = command(publisher.spublish::<i64, _, _>(canary, sequence)).await;
+                let _ = command(client.spublish::<i64, _, _>(canary, sequence)).await;
             });
         }
     }
@@ -317,7 +358,6 @@ impl Task {
             let silence = shard.last_event.silence();
             if shard.client.is_connected() && silence >= CANARY_STALL && shard.last_forced.elapsed() >= CANARY_STALL {
                 tracing::warn!(shard = %shard.server, ?silence, "redis cluster primary's subscription silent; forcing a reconnect");
-                self.shared.count_resubscribe("silent", &shard.name(), shard.channels.len());
                 shard.force_reconnect().await;
             }
         }

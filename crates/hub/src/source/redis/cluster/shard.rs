@@ -1,10 +1,11 @@
 //! One primary of the cluster as the hub sees it: a subscriber connection to that node alone,
 //! the channels placed on it, its canary, and when it last delivered anything.
 //!
-//! fred completes a write-only command when it is written, and an SSUBSCRIBE's answer comes on
-//! the same connection as the published messages, so every batch of SSUBSCRIBEs is followed by
-//! a PING: its answer proves them in place. A channel is only marked live (and its catch-up from
-//! history started) after that.
+//! Each SSUBSCRIBE names one channel (the client library matches one reply to each command; it
+//! also keeps channels of different slots out of one command, which Redis refuses with
+//! CROSSSLOT), and every batch is followed by a PING on the same connection: its answer proves
+//! them all in place. A channel is only marked live (and its catch-up from history started)
+//! after that.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub(super) struct Shard {
     /// The connection has been up at least once (a later connect is a reconnect).
     pub connected_once: bool,
     pub last_forced: Instant,
+    /// Why the next connect re-subscribes: `reconnect`, or `silent` after a forced one.
+    pub next_cause: &'static str,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -86,6 +89,7 @@ impl Shard {
             canary_subscribed: false,
             connected_once: false,
             last_forced: Instant::now(),
+            next_cause: "reconnect",
             tasks,
         })
     }
@@ -96,8 +100,9 @@ impl Shard {
     }
 
     /// After a (re)connect nothing is subscribed any more: every channel waits again, and after
-    /// a *re*connect the kept ones catch up from where this hub last was.
-    pub fn on_connected(&mut self, shared: &Shared) -> usize {
+    /// a *re*connect the kept ones catch up from where this hub last was. Returns whether it was
+    /// a reconnect, and its cause.
+    pub fn on_connected(&mut self, shared: &Shared) -> Option<&'static str> {
         let reconnected = self.connected_once;
         self.connected_once = true;
         self.last_event.forget();
@@ -113,11 +118,8 @@ impl Shard {
             };
             *placement = Placement::Pending { catch_up_from };
         }
-        if reconnected {
-            self.channels.len()
-        } else {
-            0
-        }
+        let cause = std::mem::replace(&mut self.next_cause, "reconnect");
+        reconnected.then_some(cause)
     }
 
     /// Subscribes what waits (the canary first), confirms with a PING, then marks the channels
@@ -189,10 +191,12 @@ impl Shard {
     /// Forces the connection to reconnect (its canary went silent).
     pub async fn force_reconnect(&mut self) {
         self.last_forced = Instant::now();
+        self.next_cause = "silent";
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.client.force_reconnection()).await;
     }
 
-    /// Closes the connection and ends its tasks (the node is no longer a primary).
+    /// Closes the connection and ends its tasks (the node is no longer a primary); its channels
+    /// must have been taken off first.
     pub fn close(self) {
         for task in &self.tasks {
             task.abort();

@@ -1,11 +1,15 @@
 //! The cluster's slot map as the hub uses it: which primary owns a channel's slot, and, for each
 //! primary, a canary channel whose slot it owns (so an SPUBLISH of it reaches that primary's
-//! subscribers only and proves that one subscription alive).
+//! subscribers only and proves that one subscription alive); and [`MapReader`], which reads it
+//! from a node.
 
 use std::collections::BTreeSet;
 
-use fred::types::config::Server;
+use fred::prelude::*;
 use fred::types::cluster::ClusterRouting;
+use fred::types::config::{Config, Server, ServerConfig};
+
+use super::super::{command, COMMAND_TIMEOUT};
 
 /// A channel's hash slot (Redis Cluster's CRC16 of the name, or of its `{hash tag}`).
 pub(super) fn slot_of(redis_channel: &str) -> u16 {
@@ -14,7 +18,7 @@ pub(super) fn slot_of(redis_channel: &str) -> u16 {
 
 /// Which primary owns which slots, as the cluster last told the publisher connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct SlotMap {
+pub(in crate::source::redis) struct SlotMap {
     /// `(first slot, last slot, primary)`, sorted by first slot.
     ranges: Vec<(u16, u16, Server)>,
 }
@@ -35,12 +39,12 @@ impl SlotMap {
     }
 
     /// The primary owning `redis_channel`'s slot.
-    pub(super) fn owner_of(&self, redis_channel: &str) -> Option<&Server> {
+    pub(in crate::source::redis) fn owner_of(&self, redis_channel: &str) -> Option<&Server> {
         self.owner(slot_of(redis_channel))
     }
 
     /// Every primary owning at least one slot.
-    pub(super) fn primaries(&self) -> BTreeSet<Server> {
+    pub(in crate::source::redis) fn primaries(&self) -> BTreeSet<Server> {
         self.ranges.iter().map(|(_, _, primary)| primary.clone()).collect()
     }
 
@@ -49,6 +53,70 @@ impl SlotMap {
         // A primary owning a third of the slots is found within a few tries; one owning a
         // single slot within about 16k (CRC16 of a short string each: well under a millisecond).
         (0..200_000u32).map(|n| format!("{{{n}}}{suffix}")).find(|name| self.owner_of(name) == Some(primary))
+    }
+}
+
+
+/// Reads the slot map with `CLUSTER SLOTS` over a connection of the hub's own to one node (a
+/// primary of the last map, else a seed of `REDIS_URL`), kept while it answers and moved to the
+/// next candidate when it does not. The publisher's cluster client has a view of its own, but it
+/// was seen stuck on a slot map from before a migration: this one is read fresh every round.
+pub(super) struct MapReader {
+    base: Config,
+    client: Option<(Server, Client)>,
+}
+
+impl MapReader {
+    pub(super) fn new(base: Config) -> Self {
+        Self { base, client: None }
+    }
+
+    /// The current slot map; `primaries` are the last map's, `turn` picks where to start.
+    pub(super) async fn read(&mut self, primaries: &[Server], turn: usize) -> Option<SlotMap> {
+        let mut candidates: Vec<Server> = primaries.to_vec();
+        if let ServerConfig::Clustered { hosts, .. } = &self.base.server {
+            candidates.extend(hosts.iter().cloned());
+        }
+        for attempt in 0..=candidates.len() {
+            if self.client.is_none() {
+                let server = candidates.get((turn + attempt) % candidates.len().max(1))?.clone();
+                self.client = self.connect(server).await;
+            }
+            let Some((server, client)) = &self.client else { continue };
+            let ask = client.custom::<Value, &str>(fred::types::CustomCommand::new_static("CLUSTER", None, false), vec!["SLOTS"]);
+            match command(ask).await.map(|reply| ClusterRouting::from_cluster_slots(reply, server.host.clone())) {
+                Ok(Ok(routing)) if !routing.slots().is_empty() => return Some(SlotMap::from_routing(&routing)),
+                _ => {
+                    if let Some((_, client)) = self.client.take() {
+                        tokio::spawn(async move { command(client.quit()).await });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// A plain connection to `server` (no reconnects: a node that stops answering is replaced
+    /// by the next candidate).
+    async fn connect(&self, server: Server) -> Option<(Server, Client)> {
+        let mut config = self.base.clone();
+        config.server = ServerConfig::Centralized { server: server.clone() };
+        let client = Builder::from_config(config)
+            .with_connection_config(|connection| {
+                connection.connection_timeout = COMMAND_TIMEOUT;
+                connection.internal_command_timeout = COMMAND_TIMEOUT;
+            })
+            .with_performance_config(|performance| performance.default_command_timeout = COMMAND_TIMEOUT)
+            .build()
+            .ok()?;
+        match command(client.init()).await {
+            Ok(_) => Some((server, client)),
+            Err(error) => {
+                tracing::debug!(node = %server, %error, "cannot read the slot map from this node");
+                tokio::spawn(async move { command(client.quit()).await });
+                None
+            }
+        }
     }
 }
 
