@@ -56,8 +56,18 @@ pub struct Published {
 
 enum Sink {
     /// `sharded`: a Redis Cluster (SPUBLISH, and the script told so).
-    Redis { client: Client, prefix: String, script: Option<Script>, sharded: bool },
-    Http { stream: TcpStream, admin: SocketAddr, token: String, response: Vec<u8> },
+    Redis {
+        client: Client,
+        prefix: String,
+        script: Option<Script>,
+        sharded: bool,
+    },
+    Http {
+        stream: TcpStream,
+        admin: SocketAddr,
+        token: String,
+        response: Vec<u8>,
+    },
 }
 
 impl Sink {

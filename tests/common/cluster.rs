@@ -327,7 +327,11 @@ impl SentinelGroup {
                 let master = cli(s.port, &["SENTINEL", "master", SENTINEL_SERVICE]);
                 let field = |name: &str| {
                     let lines: Vec<&str> = master.lines().collect();
-                    lines.iter().position(|l| l.trim() == name).and_then(|i| lines.get(i + 1)).map(|v| v.trim().to_owned())
+                    lines
+                        .iter()
+                        .position(|l| l.trim() == name)
+                        .and_then(|i| lines.get(i + 1))
+                        .map(|v| v.trim().to_owned())
                 };
                 reply.lines().nth(1).map(str::trim) == Some(primary.to_string().as_str())
                     && field("num-slaves").as_deref() == Some("1")

@@ -57,9 +57,11 @@ pub fn spawn_client(
                 return;
             }
             let public = hubs.lock().unwrap()[slot].0;
-            let Ok(Ok((mut ws, _))) =
-                tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(format!("ws://{public}/ws")))
-                    .await
+            let Ok(Ok((mut ws, _))) = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio_tungstenite::connect_async(format!("ws://{public}/ws")),
+            )
+            .await
             else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -188,7 +190,11 @@ pub async fn pause(pause: &watch::Sender<bool>, idle: &mut watch::Receiver<bool>
 }
 
 /// The ids in each channel's history stream (`<prefix><channel>`), read through `client`.
-pub async fn history_ids(client: &fred::clients::Client, prefix: &str, channels: &[String]) -> HashMap<String, Vec<String>> {
+pub async fn history_ids(
+    client: &fred::clients::Client,
+    prefix: &str,
+    channels: &[String],
+) -> HashMap<String, Vec<String>> {
     use fred::prelude::*;
     let mut history = HashMap::new();
     for channel in channels {
@@ -221,9 +227,10 @@ pub fn verify(
             let got = received.events.get(channel).cloned().unwrap_or_default();
             let ids = &history[channel];
             let first = got.first().unwrap_or_else(|| panic!("client {index} got nothing on {channel}"));
-            let from = ids.iter().position(|id| id == first).unwrap_or_else(|| {
-                panic!("client {index}: first event {first} of {channel} is not in its history")
-            });
+            let from = ids
+                .iter()
+                .position(|id| id == first)
+                .unwrap_or_else(|| panic!("client {index}: first event {first} of {channel} is not in its history"));
             let expected = &ids[from..];
             if got != expected {
                 let missing: Vec<&String> = expected.iter().filter(|id| !got.contains(id)).take(5).collect();

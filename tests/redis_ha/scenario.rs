@@ -12,12 +12,15 @@ use crate::load::{self, Hubs, Published, Received};
 
 pub const PREFIX: &str = "mt:";
 
+/// A client's channels, what it saw so far, and its task.
+type ClientRun = (Vec<String>, Arc<Mutex<Received>>, tokio::task::JoinHandle<()>);
+
 pub struct Scenario {
     env: Vec<(String, String)>,
     pub hubs: Hubs,
     pub processes: Vec<HubProcess>,
     pub channels: Vec<String>,
-    clients: Vec<(Vec<String>, Arc<Mutex<Received>>, tokio::task::JoinHandle<()>)>,
+    clients: Vec<ClientRun>,
     pub published: Arc<Mutex<Published>>,
     publisher: tokio::task::JoinHandle<()>,
     pause: watch::Sender<bool>,
@@ -45,9 +48,11 @@ impl Scenario {
         let mut clients = Vec::new();
         for slot in 0..3 {
             for j in 0..3 {
-                let mine: Vec<String> = channels.iter().enumerate().filter(|(n, _)| n % 3 == j).map(|(_, c)| c.clone()).collect();
+                let mine: Vec<String> =
+                    channels.iter().enumerate().filter(|(n, _)| n % 3 == j).map(|(_, c)| c.clone()).collect();
                 let seen = Arc::new(Mutex::new(Received::default()));
-                let task = load::spawn_client(Arc::clone(&hubs), slot, mine.clone(), Arc::clone(&seen), stop_rx.clone());
+                let task =
+                    load::spawn_client(Arc::clone(&hubs), slot, mine.clone(), Arc::clone(&seen), stop_rx.clone());
                 clients.push((mine, seen, task));
             }
         }

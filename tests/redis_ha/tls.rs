@@ -24,12 +24,39 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// A CA, and a server certificate it signed for IP 127.0.0.1.
 fn certificates(dir: &Path) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(dir, &[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=mt-stream test CA"]].concat());
-    openssl(dir, &[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=mt-stream test CA"],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+    );
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
     openssl(
         dir,
-        &["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext"],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ],
     );
 }
 
@@ -55,7 +82,9 @@ impl TlsRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs");
-        wait_until("redis-server to listen with TLS", DEADLINE, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        wait_until("redis-server to listen with TLS", DEADLINE, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         Self { port, dir, child }
     }
 
@@ -105,7 +134,16 @@ async fn rediss_without_the_ca_is_refused_and_says_why() {
     let redis = TlsRedis::start();
     let hub = HubProcess::start(&[("REDIS_URL", &redis.url()), ("REDIS_PASSWORD", PASSWORD)]);
     let line = wait_for("a log line naming the certificate problem", || async {
-        hub.logs.lock().unwrap().iter().find(|l| l.contains("redis connection lost") && l.contains("certificate was refused (UnknownIssuer)") && l.contains("MT_REDIS_CA_FILE")).cloned()
+        hub.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| {
+                l.contains("redis connection lost")
+                    && l.contains("certificate was refused (UnknownIssuer)")
+                    && l.contains("MT_REDIS_CA_FILE")
+            })
+            .cloned()
     })
     .await;
     assert!(!line.contains(PASSWORD), "{line}");
@@ -120,8 +158,14 @@ fn bad_redis_settings_stop_start_up() {
     for (env, setting) in [
         (vec![("REDIS_URL", format!("http://u:{secret}@x:1"))], "REDIS_URL"),
         (vec![("REDIS_URL", format!("redis-sentinel://u:{secret}@x:26379"))], "REDIS_URL"),
-        (vec![("REDIS_URL", format!("redis://u:{secret}@x:1")), ("MT_REDIS_CA_FILE", "/etc/hostname".into())], "MT_REDIS_CA_FILE"),
-        (vec![("REDIS_URL", format!("rediss://u:{secret}@x:1")), ("MT_REDIS_CA_FILE", "/nonexistent.pem".into())], "MT_REDIS_CA_FILE"),
+        (
+            vec![("REDIS_URL", format!("redis://u:{secret}@x:1")), ("MT_REDIS_CA_FILE", "/etc/hostname".into())],
+            "MT_REDIS_CA_FILE",
+        ),
+        (
+            vec![("REDIS_URL", format!("rediss://u:{secret}@x:1")), ("MT_REDIS_CA_FILE", "/nonexistent.pem".into())],
+            "MT_REDIS_CA_FILE",
+        ),
         (vec![("MT_REDIS_CA_FILE", "/nonexistent.pem".into())], "MT_REDIS_CA_FILE"),
     ] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mt-stream"));

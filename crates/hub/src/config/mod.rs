@@ -148,7 +148,8 @@ pub fn redis_target(args: &RedisArgs) -> Result<Option<RedisTarget>, ConfigError
 }
 
 fn redis(p: &mut Parsing, args: &RedisArgs) -> Option<Option<RedisTarget>> {
-    let nonblank = |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let nonblank =
+        |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
     let Some(url) = nonblank(&args.redis_url) else {
         if nonblank(&args.redis_ca_file).is_some() {
             p.fail("MT_REDIS_CA_FILE", "set, but REDIS_URL is not");
@@ -233,9 +234,9 @@ mod error;
 mod tests;
 mod values;
 
+use crate::source::redis::RedisTarget;
 pub use error::{ConfigError, ConfigErrors, Expected};
 use values::{ListenAddr, Millis, Origins, Positive, PositiveSeconds, PublishToken, WholeSeconds};
-use crate::source::redis::RedisTarget;
 
 /// The one parsing helper: parses each raw value into its type and records every failure, so
 /// one bad setting never hides the next.

@@ -99,4 +99,3 @@ impl FromStr for PublishToken {
         Ok(Self(token.to_owned()))
     }
 }
-

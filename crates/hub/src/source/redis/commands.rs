@@ -83,8 +83,12 @@ impl ClusterRouter {
     pub(super) fn client_for(&self, key: &str) -> Result<Client, Error> {
         let owner = {
             let map = self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let map = map.as_ref().ok_or_else(|| Error::new(ErrorKind::Cluster, "the cluster's slot map is not known yet"))?;
-            map.owner_of(key).cloned().ok_or_else(|| Error::new(ErrorKind::Cluster, "no primary owns the key's slot in the slot map"))?
+            let map = map
+                .as_ref()
+                .ok_or_else(|| Error::new(ErrorKind::Cluster, "the cluster's slot map is not known yet"))?;
+            map.owner_of(key)
+                .cloned()
+                .ok_or_else(|| Error::new(ErrorKind::Cluster, "no primary owns the key's slot in the slot map"))?
         };
         let mut nodes = lock(&self.nodes);
         if let Some(client) = nodes.get(&owner) {

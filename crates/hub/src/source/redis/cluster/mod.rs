@@ -27,15 +27,15 @@ use fred::prelude::*;
 use fred::types::config::{Config, Server};
 use tokio::sync::mpsc;
 
+use super::commands::ClusterRouter;
 use super::{command, Shared, CANARY_INTERVAL, CANARY_STALL};
-use crate::lock::lock;
 use crate::event_id::EventId;
+use crate::lock::lock;
 use crate::protocol::ChannelName;
 use crate::source::{LastEvent, NotReady};
 use shard::{Placement, Shard};
-pub(super) use slots::SlotMap;
 use slots::MapReader;
-use super::commands::ClusterRouter;
+pub(super) use slots::SlotMap;
 
 mod shard;
 mod slots;
@@ -239,7 +239,9 @@ impl Task {
 
     /// The periodic round: slot map, moves, subscriptions still waiting, canaries, silence.
     async fn on_tick(&mut self) -> bool {
-        if let Some(map) = self.map_reader.read(&self.shards.keys().cloned().collect::<Vec<_>>(), self.sequence as usize).await {
+        if let Some(map) =
+            self.map_reader.read(&self.shards.keys().cloned().collect::<Vec<_>>(), self.sequence as usize).await
+        {
             if self.map.as_ref() != Some(&map) {
                 self.apply_map(map).await;
             }

@@ -56,7 +56,6 @@ impl SlotMap {
     }
 }
 
-
 /// Reads the slot map with `CLUSTER SLOTS` over a connection of the hub's own to one node (a
 /// primary of the last map, else a seed of `REDIS_URL`), kept while it answers and moved to the
 /// next candidate when it does not. The publisher's cluster client has a view of its own, but it
@@ -83,7 +82,8 @@ impl MapReader {
                 self.client = self.connect(server).await;
             }
             let Some((server, client)) = &self.client else { continue };
-            let ask = client.custom::<Value, &str>(fred::types::CustomCommand::new_static("CLUSTER", None, false), vec!["SLOTS"]);
+            let ask = client
+                .custom::<Value, &str>(fred::types::CustomCommand::new_static("CLUSTER", None, false), vec!["SLOTS"]);
             match command(ask).await.map(|reply| ClusterRouting::from_cluster_slots(reply, server.host.clone())) {
                 Ok(Ok(routing)) if !routing.slots().is_empty() => return Some(SlotMap::from_routing(&routing)),
                 _ => {
@@ -129,9 +129,7 @@ mod tests {
     }
 
     fn three_primaries() -> SlotMap {
-        SlotMap {
-            ranges: vec![(0, 5460, server(7000)), (5461, 10922, server(7001)), (10923, 16383, server(7002))],
-        }
+        SlotMap { ranges: vec![(0, 5460, server(7000)), (5461, 10922, server(7001)), (10923, 16383, server(7002))] }
     }
 
     #[test]
