@@ -12,6 +12,7 @@
 #       delivery), and the longest delivery gap when a cluster primary is killed (kill -9)
 #   BEFORE_BIN=/path/to/old/mt-stream loadtest/bench.sh compare   # old vs this build, steady
 #       1000 clients x 100 events/s, alternated 3 rounds, for before/after ratios from one run
+#       (COMPARE_SOURCE=redis: through one redis-server, with history)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -154,12 +155,19 @@ case "${1:-all}" in
   compare)
     : "${BEFORE_BIN:?set BEFORE_BIN to the mt-stream binary of the other build}"
     AFTER_BIN=$HUB_BIN
+    # COMPARE_SOURCE=redis: through one redis-server, the channel kept (the history script).
+    source_env=(); source_flags=()
+    if [[ ${COMPARE_SOURCE:-embedded} == redis ]]; then
+      start_redis
+      source_env=(REDIS_URL=redis://127.0.0.1:$REDIS_PORT)
+      source_flags=(--redis-url redis://127.0.0.1:$REDIS_PORT --history)
+    fi
     for round in 1 2 3; do
       for side in before after; do
         if [[ $side == before ]]; then HUB_BIN=$BEFORE_BIN; else HUB_BIN=$AFTER_BIN; fi
         echo "### round $round, $side: $HUB_BIN"
-        start_hub
-        load steady --clients 1000 --rate 100 --size 256 --duration 10
+        start_hub "${source_env[@]}"
+        load steady --clients 1000 --rate 100 --size 256 --duration 10 "${source_flags[@]}"
       done
     done
     ;;
@@ -221,7 +229,7 @@ case "${1:-all}" in
     cluster_url="redis-cluster://127.0.0.1:17101?node=127.0.0.1:17102&node=127.0.0.1:17103"
     start_redis
     single_url=redis://127.0.0.1:$REDIS_PORT
-    for round in 1 2; do
+    for round in $(seq 1 "${CLUSTER_ROUNDS:-2}"); do
       for url in "$single_url" "$cluster_url"; do
         echo "### round $round: $url"
         start_hub REDIS_URL="$url"
@@ -235,8 +243,14 @@ case "${1:-all}" in
     echo "### failover: kill -9 of the primary on port $primary after 5 s"
     start_hub REDIS_URL="$cluster_url"
     ( sleep 5; kill -9 "$(redis-cli -p "$primary" info server | awk -F: '/^process_id:/ {print $2}' | tr -d '\r')" ) &
-    load steady --clients 1000 --channels 100 --rate 1000 --size 256 --duration 20 --redis-url "$cluster_url" --history
-    wait
+    killer=$!
+    # Bounded: a publisher stuck on the dead primary must not hold the script.
+    timeout 120 taskset -c 1 "$LOAD" steady --clients 1000 --channels 100 --rate 1000 --size 256 --duration 20 \
+      --redis-url "$cluster_url" --history --hub $PUBLIC --admin $ADMIN --token $TOKEN --hub-pid "$HUB_PID" 2>/dev/null \
+      || echo "the failover run did not finish within 120 s"
+    wait "$killer"
+    stop_hub
+    stop_cluster
     ;;
   *)
     echo "usage: $0 [all|idle|churn|history|spike|auth|cluster|compare]" >&2

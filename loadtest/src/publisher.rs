@@ -74,7 +74,17 @@ impl Sink {
     async fn open(target: &Target) -> anyhow::Result<Self> {
         Ok(match target {
             Target::Redis { url, prefix, history } => {
-                let client = Builder::from_config(Config::from_url(url)?).build()?;
+                // Bounded waits: a command to a primary that died fails after 1 s (counted as a
+                // publish error) instead of holding the publisher until the cluster fails over.
+                let client = Builder::from_config(Config::from_url(url)?)
+                    .with_connection_config(|connection| {
+                        connection.connection_timeout = Duration::from_secs(1);
+                        connection.internal_command_timeout = Duration::from_secs(1);
+                        connection.max_command_attempts = 2;
+                    })
+                    .with_performance_config(|performance| performance.default_command_timeout = Duration::from_secs(1))
+                    .set_policy(ReconnectPolicy::new_constant(0, 200))
+                    .build()?;
                 client.init().await.context("connect to redis")?;
                 let script = match history {
                     true => {

@@ -123,6 +123,23 @@ async fn a_channel_keeps_delivering_after_its_slot_moves() {
     assert_eq!(status, 202);
     let after = next_json(&mut client).await;
     assert_eq!(after["data"], 2, "{after}");
+    // `mt-stream publish` on a cluster URL: the script's SPUBLISH reaches the slot's owner.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mt-stream"))
+        .args(["publish", "moving", "3"])
+        .env_clear()
+        .env("REDIS_URL", cluster.url())
+        .env("MT_HISTORY_CHANNELS", "*")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.starts_with("published "),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let third = next_json(&mut client).await;
+    assert_eq!(third["data"], 3, "{third}");
+    assert_eq!(third["id"].as_str(), stdout.trim().strip_prefix("published "), "{third}");
     let (_, metrics) = hub.admin_get("/metrics").await;
     let to_shard = format!("shard=\"127.0.0.1:{}\"", to.port);
     assert_eq!(labelled(&metrics, "mt_stream_source_resubscribes_total", "cause=\"slot_moved\""), 1.0, "{metrics}");

@@ -147,7 +147,7 @@ impl RedisSource {
         let subscriptions = match &commands {
             Commands::Single(publisher) => Subscriptions::Single(single::Single::start(
                 shared,
-                build_client(&config, target.layout)?,
+                build_subscriber(&config)?,
                 publisher.clone(),
                 interest,
             )),
@@ -240,8 +240,19 @@ impl RedisSource {
     }
 }
 
-/// A fred client for one of the layouts (cluster clients follow MOVED/ASK redirections).
+/// A subscriber connection's client (its messages buffered up to [`MESSAGE_BUFFER`]).
+pub(crate) fn build_subscriber(config: &fred::types::config::Config) -> Result<Client, fred::error::Error> {
+    build(config, Layout::Standalone, MESSAGE_BUFFER)
+}
+
+/// A command connection's client: it receives no messages, so its notification buffers stay
+/// small (fred allocates every buffer at its full capacity: 16k slots on each of its channels
+/// cost about 8 MiB per client).
 pub(crate) fn build_client(config: &fred::types::config::Config, layout: Layout) -> Result<Client, fred::error::Error> {
+    build(config, layout, 64)
+}
+
+fn build(config: &fred::types::config::Config, layout: Layout, buffer: usize) -> Result<Client, fred::error::Error> {
     Builder::from_config(config.clone())
         .with_connection_config(|connection| {
             connection.connection_timeout = COMMAND_TIMEOUT;
@@ -250,7 +261,7 @@ pub(crate) fn build_client(config: &fred::types::config::Config, layout: Layout)
             connection.max_redirections = 5;
         })
         .with_performance_config(|performance| {
-            performance.broadcast_channel_capacity = MESSAGE_BUFFER;
+            performance.broadcast_channel_capacity = buffer;
             performance.default_command_timeout = COMMAND_TIMEOUT;
         })
         // Retry forever: 100 ms doubling to 2 s.

@@ -57,7 +57,7 @@ impl Shard {
     ) -> Result<Self, fred::error::Error> {
         let mut config = base.clone();
         config.server = ServerConfig::Centralized { server: server.clone() };
-        let client = super::super::build_client(&config, super::super::Layout::Standalone)?;
+        let client = super::super::build_subscriber(&config)?;
         let last_event = Arc::new(LastEvent::default());
         let messages = client.message_rx();
         let mut reconnects = client.reconnect_rx();
