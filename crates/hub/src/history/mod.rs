@@ -87,7 +87,9 @@ impl History {
             Self::Redis { commands, prefix } => {
                 let key = prefix.redis_channel(channel);
                 let client = commands.for_key(&key)?;
-                redis::read_after(&client, &key, since, limit).await.inspect_err(|error| commands.note_error(error))
+                redis::read_after(&client, &key, since, limit)
+                    .await
+                    .inspect_err(|error| commands.after_error(&client, error))
             }
         }
     }

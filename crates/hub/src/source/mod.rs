@@ -53,6 +53,15 @@ impl LastEvent {
         last.unwrap_or(waiting_since).elapsed()
     }
 
+    /// `Some(silence)` when no event came within `limit` (or none since the last reconnect):
+    /// the subscription is not proven working. The one freshness rule of every readiness check.
+    pub fn stale(&self, limit: Duration) -> Option<Duration> {
+        match (self.get(), self.silence()) {
+            (Some(_), silence) if silence <= limit => None,
+            (_, silence) => Some(silence),
+        }
+    }
+
     pub fn age(&self) -> Option<Duration> {
         self.get().map(|at| at.elapsed())
     }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use fred::prelude::*;
 
+use super::commands::reconnect_if_replica;
 use super::single::readiness;
 use super::{command, Shared, CANARY_INTERVAL, CANARY_STALL, COMMAND_TIMEOUT};
 use crate::source::{LastEvent, NotReady};
@@ -35,9 +36,8 @@ pub(super) async fn canary(
         sequence += 1;
         if publisher.is_connected() {
             let published = command(publisher.publish::<i64, _, _>(canary_suffix.as_str(), sequence.to_string())).await;
-            if published.is_err_and(|error| error.contains("READONLY")) {
-                tracing::warn!("redis publisher reached a replica (READONLY); reconnecting it");
-                let _ = command(publisher.force_reconnection()).await;
+            if let Err(error) = published {
+                reconnect_if_replica(&publisher, &error);
             }
         }
         let ready = readiness(&subscriber, &last_event);

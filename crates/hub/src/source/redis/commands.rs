@@ -18,7 +18,7 @@ use fred::types::config::{Config, Server, ServerConfig};
 use tokio::sync::Notify;
 
 use super::cluster::SlotMap;
-use super::{build_client, Layout, COMMAND_TIMEOUT};
+use super::{build_client, COMMAND_TIMEOUT};
 use crate::lock::lock;
 
 /// The connection(s) commands go over.
@@ -42,10 +42,12 @@ impl Commands {
         matches!(self, Self::Cluster(_))
     }
 
-    /// Looks at a failed command's error: a redirection means the slot map is stale.
-    pub fn note_error(&self, error: &dyn std::fmt::Display) {
+    /// Follows up a command that failed on `client`: a redirection means the slot map is
+    /// stale (the cluster task reads it again at once); READONLY, that the server is a replica.
+    pub fn after_error(&self, client: &Client, error: &dyn std::fmt::Display) {
+        let text = error.to_string();
+        reconnect_if_replica(client, &text);
         if let Self::Cluster(router) = self {
-            let text = error.to_string();
             if ["MOVED ", "ASK ", "CLUSTERDOWN", "slot map"].iter().any(|sign| text.contains(sign)) {
                 router.stale.notify_one();
             }
@@ -62,6 +64,24 @@ impl Commands {
             let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.quit()).await;
         }
     }
+}
+
+/// A write answered READONLY went to a server that is a replica now (a Sentinel failover
+/// demoted it while the connection stayed up): the connection reconnects, which asks the
+/// Sentinels for the primary again.
+pub(super) fn reconnect_if_replica(client: &Client, error: &str) {
+    if error.contains("READONLY") {
+        tracing::warn!("redis command connection reached a replica (READONLY); reconnecting it");
+        let client = client.clone();
+        tokio::spawn(async move { tokio::time::timeout(COMMAND_TIMEOUT, client.force_reconnection()).await });
+    }
+}
+
+/// The cluster's client configuration (credentials, TLS, timeouts) pointed at one node alone.
+pub(super) fn node_config(base: &Config, server: &Server) -> Config {
+    let mut config = base.clone();
+    config.server = ServerConfig::Centralized { server: server.clone() };
+    config
 }
 
 /// Routes cluster commands by the hub's slot map over one plain connection per primary.
@@ -94,9 +114,7 @@ impl ClusterRouter {
         if let Some(client) = nodes.get(&owner) {
             return Ok(client.clone());
         }
-        let mut config = self.base.clone();
-        config.server = ServerConfig::Centralized { server: owner.clone() };
-        let client = build_client(&config, Layout::Standalone)?;
+        let client = build_client(&node_config(&self.base, &owner))?;
         client.connect();
         nodes.insert(owner, client.clone());
         Ok(client)

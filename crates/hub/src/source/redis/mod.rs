@@ -123,7 +123,7 @@ impl RedisSource {
         let commands = match target.layout {
             Layout::Cluster => Commands::Cluster(commands::ClusterRouter::new(config.clone())),
             Layout::Standalone | Layout::Sentinel => {
-                let publisher = build_client(&config, target.layout)?;
+                let publisher = build_client(&config)?;
                 publisher.connect();
                 Commands::Single(publisher)
             }
@@ -169,7 +169,7 @@ impl RedisSource {
         if policies.keeps_history(channel) {
             let id = history::redis::publish(&client, &redis_channel, payload, &policies.limits, sharded)
                 .await
-                .inspect_err(|error| self.on_publish_error(&client, error))?;
+                .inspect_err(|error| self.commands.after_error(&client, error))?;
             self.hub.metrics.messages_published.inc();
             return Ok(Some(id));
         }
@@ -186,23 +186,10 @@ impl RedisSource {
                 Ok(None)
             }
             Ok(Err(error)) => {
-                self.on_publish_error(&client, &error);
+                self.commands.after_error(&client, &error);
                 Err(PublishError::Redis(error))
             }
             Err(_) => Err(PublishError::Timeout(COMMAND_TIMEOUT)),
-        }
-    }
-
-    /// A write refused with READONLY went to a server that is a replica now (a Sentinel
-    /// failover demoted it while the connection stayed up): reconnect, which asks the
-    /// Sentinels for the primary again. A redirection on a cluster: the slot map is stale.
-    fn on_publish_error(&self, client: &Client, error: &dyn std::fmt::Display) {
-        self.commands.note_error(error);
-        if error.to_string().contains("READONLY") {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.force_reconnection()).await;
-            });
         }
     }
 
@@ -242,23 +229,22 @@ impl RedisSource {
 
 /// A subscriber connection's client (its messages buffered up to [`MESSAGE_BUFFER`]).
 pub(crate) fn build_subscriber(config: &fred::types::config::Config) -> Result<Client, fred::error::Error> {
-    build(config, Layout::Standalone, MESSAGE_BUFFER)
+    build(config, MESSAGE_BUFFER)
 }
 
 /// A command connection's client: it receives no messages, so its notification buffers stay
 /// small (fred allocates every buffer at its full capacity: 16k slots on each of its channels
 /// cost about 8 MiB per client).
-pub(crate) fn build_client(config: &fred::types::config::Config, layout: Layout) -> Result<Client, fred::error::Error> {
-    build(config, layout, 64)
+pub(crate) fn build_client(config: &fred::types::config::Config) -> Result<Client, fred::error::Error> {
+    build(config, 64)
 }
 
-fn build(config: &fred::types::config::Config, layout: Layout, buffer: usize) -> Result<Client, fred::error::Error> {
+fn build(config: &fred::types::config::Config, buffer: usize) -> Result<Client, fred::error::Error> {
     Builder::from_config(config.clone())
         .with_connection_config(|connection| {
             connection.connection_timeout = COMMAND_TIMEOUT;
             connection.internal_command_timeout = COMMAND_TIMEOUT;
-            connection.max_command_attempts = if layout == Layout::Cluster { 3 } else { 1 };
-            connection.max_redirections = 5;
+            connection.max_command_attempts = 1;
         })
         .with_performance_config(|performance| {
             performance.broadcast_channel_capacity = buffer;

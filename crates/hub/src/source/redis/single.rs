@@ -78,9 +78,9 @@ pub(super) fn readiness(subscriber: &Client, last_event: &LastEvent) -> Result<(
     // Silence counts from the last event, or from the (re)connect when none came since: a
     // subscription just re-made is not judged by how long the outage before it lasted (it was,
     // and the canary then forced a second, needless reconnect after every recovery).
-    match (last_event.get(), last_event.silence()) {
-        (Some(_), silence) if silence <= CANARY_STALL => Ok(()),
-        (_, silence) => Err(NotReady::SubscriptionSilent(silence)),
+    match last_event.stale(CANARY_STALL) {
+        None => Ok(()),
+        Some(silence) => Err(NotReady::SubscriptionSilent(silence)),
     }
 }
 

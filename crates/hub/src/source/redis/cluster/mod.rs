@@ -107,9 +107,8 @@ fn readiness(view: &[ShardView]) -> Result<(), NotReady> {
         if !shard.client.is_connected() {
             return Err(NotReady::ShardDisconnected(shard.name.clone()));
         }
-        match (shard.last_event.get(), shard.last_event.silence()) {
-            (Some(_), silence) if silence <= CANARY_STALL => {}
-            (_, silence) => return Err(NotReady::ShardSilent { shard: shard.name.clone(), silence }),
+        if let Some(silence) = shard.last_event.stale(CANARY_STALL) {
+            return Err(NotReady::ShardSilent { shard: shard.name.clone(), silence });
         }
     }
     Ok(())

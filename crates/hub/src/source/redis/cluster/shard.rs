@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fred::prelude::*;
-use fred::types::config::{Config, Server, ServerConfig};
+use fred::types::config::{Config, Server};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::super::commands::node_config;
 use super::super::{command, connection_log, pump, seed_positions, Shared, COMMAND_TIMEOUT};
 use crate::event_id::EventId;
 use crate::protocol::ChannelName;
@@ -55,9 +56,7 @@ impl Shard {
         server: Server,
         connects: mpsc::UnboundedSender<Server>,
     ) -> Result<Self, fred::error::Error> {
-        let mut config = base.clone();
-        config.server = ServerConfig::Centralized { server: server.clone() };
-        let client = super::super::build_subscriber(&config)?;
+        let client = super::super::build_subscriber(&node_config(base, &server))?;
         let last_event = Arc::new(LastEvent::default());
         let messages = client.message_rx();
         let mut reconnects = client.reconnect_rx();

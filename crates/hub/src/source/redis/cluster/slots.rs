@@ -9,6 +9,7 @@ use fred::prelude::*;
 use fred::types::cluster::ClusterRouting;
 use fred::types::config::{Config, Server, ServerConfig};
 
+use super::super::commands::node_config;
 use super::super::{command, COMMAND_TIMEOUT};
 
 /// A channel's hash slot (Redis Cluster's CRC16 of the name, or of its `{hash tag}`).
@@ -99,9 +100,7 @@ impl MapReader {
     /// A plain connection to `server` (no reconnects: a node that stops answering is replaced
     /// by the next candidate).
     async fn connect(&self, server: Server) -> Option<(Server, Client)> {
-        let mut config = self.base.clone();
-        config.server = ServerConfig::Centralized { server: server.clone() };
-        let client = Builder::from_config(config)
+        let client = Builder::from_config(node_config(&self.base, &server))
             .with_connection_config(|connection| {
                 connection.connection_timeout = COMMAND_TIMEOUT;
                 connection.internal_command_timeout = COMMAND_TIMEOUT;
