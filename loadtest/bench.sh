@@ -10,6 +10,9 @@
 #   loadtest/bench.sh auth       # connect + token verification cost: no key, HS256, ES256
 #   loadtest/bench.sh cluster    # one Redis vs a 3-primary Redis Cluster (publishes/s, CPU per
 #       delivery), and the longest delivery gap when a cluster primary is killed (kill -9)
+#   loadtest/bench.sh floor      # mt-stream against the floor (one blocking write() per delivery,
+#       loadtest/src/bin/floor.rs) at 10/20/50/100/300 events/s, alternated (FLOOR_ROUNDS, 2)
+#   loadtest/bench.sh syscalls   # syscalls per delivery of the floor and the hub (strace -c)
 #   BEFORE_BIN=/path/to/old/mt-stream loadtest/bench.sh compare   # old vs this build, steady
 #       1000 clients x 100 events/s, alternated 3 rounds, for before/after ratios from one run
 #       (COMPARE_SOURCE=redis: through one redis-server, with history)
@@ -21,6 +24,7 @@ cd "$ROOT"
 cargo build --release --locked --workspace --bins --benches >&2
 HUB_BIN="${HUB_BIN:-$ROOT/target/release/mt-stream}"
 LOAD="$ROOT/target/release/loadtest"
+FLOOR_BIN="$ROOT/target/release/floor"
 TOKEN=loadtest-token-0123456789
 PUBLIC=127.0.0.1:18080
 ADMIN=127.0.0.1:19090
@@ -51,6 +55,25 @@ start_hub() {
   done
   echo "hub did not become ready" >&2
   exit 1
+}
+
+# start_floor: the floor reference server in place of the hub, pinned and polled the same way.
+start_floor() {
+  stop_hub
+  taskset -c 0 "$FLOOR_BIN" --listen $PUBLIC --admin $ADMIN >/dev/null 2>&1 &
+  HUB_PID=$!
+  for _ in $(seq 1 100); do
+    kill -0 "$HUB_PID" 2>/dev/null || { echo "the floor exited: are $PUBLIC or $ADMIN taken?" >&2; exit 1; }
+    if curl -sf "http://$ADMIN/readyz" >/dev/null; then return; fi
+    sleep 0.1
+  done
+  echo "the floor did not become ready" >&2
+  exit 1
+}
+
+# row NAME: one line from a `loadtest --json` summary on stdin.
+row() {
+  jq -r --arg name "$1" '"\($name): \(.rate_per_second) ev/s, \(.deliveries) deliveries, CPU per delivery \(.hub.cpu_us_per_delivery * 100 | round / 100) us, p50 \(.latency.p50_ms) ms, p99 \(.latency.p99_ms) ms, lost \(.lost), RSS peak \(.hub.rss_peak_mib * 10 | round / 10) MiB"'
 }
 
 start_redis() {
@@ -171,6 +194,49 @@ case "${1:-all}" in
       done
     done
     ;;
+  floor)
+    # 1000 clients on one channel, 256 B events published over HTTP, 10 s per run; the floor and
+    # the hub alternated so drift on this noisy machine hits both alike.
+    # BEFORE_BIN=/path/to/old/mt-stream adds that build to each round, for before/after ratios.
+    AFTER_BIN=$HUB_BIN
+    servers=(floor mt-stream)
+    [[ -n ${BEFORE_BIN:-} ]] && servers=(floor before mt-stream)
+    for rate in ${FLOOR_RATES:-10 20 50 100 300}; do
+      for round in $(seq 1 "${FLOOR_ROUNDS:-2}"); do
+        for server in "${servers[@]}"; do
+          case $server in
+            floor) start_floor ;;
+            before) HUB_BIN=$BEFORE_BIN start_hub ;;
+            *) HUB_BIN=$AFTER_BIN start_hub ;;
+          esac
+          taskset -c 1 "$LOAD" steady --clients 1000 --rate "$rate" --size 256 --duration 10 --json \
+            --hub $PUBLIC --admin $ADMIN --token $TOKEN --hub-pid "$HUB_PID" 2>/dev/null | row "round $round $server"
+        done
+      done
+    done
+    ;;
+  syscalls)
+    # Every syscall of the server's threads during a 10 s run (strace -c -f attached after the
+    # clients connected is not possible from here, so connecting is counted too: 1000 accepts
+    # and their handshakes, the same for both). strace slows the server; counts, not times.
+    for rate in ${SYSCALL_RATES:-20 100}; do
+      for server in floor mt-stream; do
+        if [[ $server == floor ]]; then start_floor; else start_hub; fi
+        trace="$(mktemp)"
+        strace -c -f -q -o "$trace" -p "$HUB_PID" &
+        tracer=$!
+        sleep 0.5
+        taskset -c 1 "$LOAD" steady --clients 1000 --rate "$rate" --size 256 --duration 10 --json \
+          --hub $PUBLIC --admin $ADMIN --token $TOKEN --hub-pid "$HUB_PID" 2>/dev/null >"$trace.json"
+        deliveries=$(jq .deliveries "$trace.json")
+        row "$server" <"$trace.json"
+        kill -INT $tracer; wait $tracer 2>/dev/null || true
+        awk -v d="$deliveries" 'NR > 2 && $NF != "total" && $4 ~ /^[0-9]+$/ { printf "  %-16s %9d calls  %.3f per delivery\n", $NF, $4, $4 / d }
+          $NF == "total" { printf "  %-16s %9d calls  %.3f per delivery\n", "total", $3, $3 / d }' "$trace" | sort -k2 -n -r | head -12
+        rm -f "$trace" "$trace.json"
+      done
+    done
+    ;;
   history)
     # Off: no channel keeps history, plain PUBLISH. On: every channel kept, the publish script
     # (XADD + PUBLISH). Alternated so drift on this noisy machine hits both sides alike.
@@ -253,7 +319,7 @@ case "${1:-all}" in
     stop_cluster
     ;;
   *)
-    echo "usage: $0 [all|idle|churn|history|spike|auth|cluster|compare]" >&2
+    echo "usage: $0 [all|idle|churn|history|spike|auth|cluster|compare|floor|syscalls]" >&2
     exit 2
     ;;
 esac

@@ -270,7 +270,7 @@ impl Metrics {
         );
         r.register(
             "queue_depth_bytes",
-            "Bytes a connection's queue held when its writer drained it",
+            "Bytes a connection's queue held when a flush began writing it",
             metrics.queue_depth_bytes.clone(),
         );
         r.register("batch_frames", "Frames written per socket flush", metrics.batch_frames.clone());
@@ -293,6 +293,20 @@ impl Metrics {
             let _ = metrics.auth_failures.get_or_create(&AuthLabels { reason });
         }
         metrics
+    }
+
+    /// Counts what one flush of a connection's queue wrote (nothing if it wrote nothing).
+    pub fn record_flush(&self, stats: &crate::outbound::FlushStats) {
+        if stats.writes == 0 {
+            return;
+        }
+        if let Some(oldest) = stats.oldest_delivery {
+            self.delivery_lag_seconds.observe(oldest.elapsed().as_secs_f64());
+            self.deliveries.inc_by(stats.deliveries);
+        }
+        self.flushes.inc();
+        self.batch_frames.observe(stats.frames as f64);
+        self.queue_depth_bytes.observe(stats.queued_bytes as f64);
     }
 
     /// Counts a closed connection.

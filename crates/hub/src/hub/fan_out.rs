@@ -1,6 +1,7 @@
 //! Publishing an event to a channel's subscribers: framed once under the channel's lock (which
 //! fixes its id and so the per-channel order), the same bytes pushed to every live subscriber's
-//! queue, and to each recovering subscription through its seam.
+//! queue, and to each recovering subscription through its seam; the flusher
+//! ([`super::flusher`]) writes them out.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -108,9 +109,14 @@ impl Hub {
         queued
     }
 
-    /// Queues an event for one connection; returns whether it was queued.
-    pub(super) fn push(&self, client: &Client, event: &Arc<Event>) -> bool {
-        match client.outbound.push(event) {
+    /// Queues an event for one connection, and puts the connection on its flusher's list when
+    /// nothing else will write it; returns whether it was queued.
+    pub(super) fn push(&self, client: &Arc<Client>, event: &Arc<Event>) -> bool {
+        let (push, schedule) = client.outbound.push_for_flusher(event);
+        if schedule {
+            self.flushers.schedule(client, &self.metrics);
+        }
+        match push {
             Push::Queued => true,
             Push::Conflated => {
                 self.metrics.conflations.inc();

@@ -11,6 +11,7 @@
 //! | [`admission`] | the connection cap ([`Admission`]) and the draining flag |
 //! | [`registry`] | channels and their subscribers: subscribe, unsubscribe, interest, liveness |
 //! | [`fan_out`] | publishing an event to a channel's subscribers |
+//! | [`flusher`] | writing what the fan-out queued, for connections whose writer is idle |
 //! | [`seam`] | the pure state machine between a history replay and live delivery |
 //! | [`replay`] | the hub's side of a resume and of a channel's catch-up, built on the seam |
 //!
@@ -23,8 +24,10 @@
 //!    clones the channel's `Arc` and lets the shard go).
 //! 3. A channel's state (`Channel::inner`): its subscribers, recovering subscriptions, last id,
 //!    catch-up. Publishing holds it while it pushes to every queue, which fixes the order.
-//! 4. A connection's queue (`Outbound::state`): taken under 3 by each push, and alone by the
-//!    writer's drain. It never calls back into the hub.
+//! 4. A connection's queue (`Outbound::state`): taken under 3 by each push, and alone by a
+//!    flush (which writes to the socket while holding it). It never calls back into the hub.
+//! 5. A flusher's list of connections to write (`flusher`): taken under 3 to add a connection,
+//!    and alone by the flusher to take the list.
 //!
 //! Each is only ever taken while holding those above it, never the other way round. The map of
 //! connections (`Hub::clients`) is taken alone, for registration and the drain.
@@ -39,6 +42,7 @@
 pub mod admission;
 pub mod client;
 pub mod fan_out;
+pub mod flusher;
 pub mod registry;
 pub mod replay;
 mod seam;
@@ -86,6 +90,8 @@ pub struct Hub {
     policies: ChannelPolicies,
     /// Woken when a channel becomes live (see [`Hub::mark_live`]).
     live_changed: Notify,
+    /// Writes the fan-out's events (see [`flusher`]).
+    flushers: flusher::Flushers,
     pub metrics: Metrics,
 }
 
@@ -101,6 +107,7 @@ impl Hub {
             source,
             policies,
             live_changed: Notify::new(),
+            flushers: flusher::Flushers::default(),
             metrics,
         }
     }

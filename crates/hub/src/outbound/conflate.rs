@@ -13,9 +13,24 @@ use crate::protocol::{self, ChannelName};
 /// conflated channel that is not its channel's newest (and every queued one of `incoming`,
 /// which the new event supersedes) is dropped, and each channel's drops are announced by one
 /// `skipped` notice just before what replaces them (merged with an earlier notice still
-/// queued). Returns the bytes freed.
+/// queued). A frame already partly written stays first and whole: it is on its way. Returns
+/// the bytes freed.
 pub(super) fn conflate(state: &mut State, incoming: &ChannelName) -> usize {
     let before = state.bytes;
+    let begun = if state.front_written > 0 { state.frames.pop_front() } else { None };
+    if let Some(begun) = &begun {
+        state.bytes -= begun.frame.len();
+    }
+    conflate_unbegun(state, incoming);
+    if let Some(begun) = begun {
+        state.bytes += begun.frame.len();
+        state.frames.push_front(begun);
+    }
+    before.saturating_sub(state.bytes)
+}
+
+/// [`conflate`] for a queue of which nothing was written yet.
+fn conflate_unbegun(state: &mut State, incoming: &ChannelName) {
     // The newest queued delivery of each conflated channel survives, unless `incoming` replaces it.
     let mut newest: Vec<(&ChannelName, usize)> = Vec::new();
     for (at, event) in state.frames.iter().enumerate() {
@@ -69,7 +84,6 @@ pub(super) fn conflate(state: &mut State, incoming: &ChannelName) -> usize {
     }
     state.frames = kept;
     state.bytes = bytes;
-    before.saturating_sub(bytes)
 }
 
 fn skip_notice(skip: Skip) -> Arc<Event> {

@@ -1,10 +1,16 @@
-//! A connection's outbound queue: frames waiting for its writer, bounded in bytes.
+//! A connection's outbound queue: frames waiting to be written, bounded in bytes.
 //!
-//! Publishers push shared, already-framed events ([`Event`]); the connection's writer drains
-//! everything queued in one go and writes it as one batch. When a push would take the queue
-//! over its cap the client is a slow consumer: the queue is emptied at once (its memory freed)
-//! and the connection is marked for a 4008 close. A push never blocks and never waits for the
-//! socket, so one stalled client cannot slow a publisher or anyone else.
+//! Publishers push shared, already-framed events ([`Event`]). What is queued is written by
+//! [`Outbound::flush`] (`flush.rs`), under the queue's lock, straight from the queue to the
+//! socket with one vectored, non-blocking write: by the hub's flusher task for events the
+//! fan-out pushed (one task writes to every idle connection, so a delivery wakes no
+//! per-connection task), and by the connection's own writer task for its replies, pings and
+//! whenever the socket was full (the writer then waits for it to drain and writes everything
+//! that queued up meanwhile in one go). Whoever flushes, frames leave in queue order, one
+//! writer at a time. When a push would take the queue over its cap the client is a slow
+//! consumer: the queue is emptied at once (its memory freed) and the connection is marked for a
+//! 4008 close. A push never blocks and never waits for the socket, so one stalled client cannot
+//! slow a publisher or anyone else.
 //!
 //! Channels with the `conflate` policy are the exception: when an event of such a channel
 //! would overflow the queue, every queued event of a conflated channel except its newest is
@@ -14,20 +20,24 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 mod conflate;
 mod event;
+mod flush;
 
 pub use crate::close::Close;
 use crate::lock::lock;
 use conflate::conflate;
 pub use event::{Event, EventKind, Skip};
+pub use flush::{FlushStats, Flushed, LastWritten};
 
 /// What a push did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
     Queued,
     /// This push took the queue over its cap; the connection is now closing with 4008.
@@ -47,12 +57,25 @@ struct State {
     /// each held entry's own cost: at most half the cap, for all its channels together.
     held: usize,
     close: Option<Close>,
+    /// Bytes of the front frame already written (a write that took only part of it).
+    front_written: usize,
+    /// The socket, from [`Outbound::attach`] until [`Outbound::detach`].
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// A flusher has this queue on its list and will flush it.
+    scheduled: bool,
+    /// The writer task found the socket full and writes whatever queues up once it drains.
+    writer_blocked: bool,
+    /// The last event id written, per channel (told in the `closing` notice).
+    last_written: LastWritten,
+    /// The rest of a frame begun before the close: a close never cuts a frame in two.
+    unfinished: Option<Bytes>,
 }
 
 /// The queue. The writer waits on [`Outbound::wait_for_frames`] and [`Outbound::wait_for_close`].
 pub struct Outbound {
     state: Mutex<State>,
-    /// Woken when the queue goes from empty to non-empty, or on close.
+    /// Wakes the writer task: frames it must write (a reply, or nobody else will), a socket
+    /// error a flusher saw, or a close.
     frames_ready: Notify,
     /// Woken on close, so a writer blocked on a full socket stops waiting.
     closing: Notify,
@@ -101,35 +124,79 @@ impl Outbound {
         lock(&self.state)
     }
 
-    /// Marks the connection closed under the held lock, drops what is queued, and wakes the
-    /// writer on both of its waits.
-    fn close_locked(&self, mut state: MutexGuard<'_, State>, close: Close) {
-        let freed = state.bytes;
-        state.frames = VecDeque::new();
-        state.bytes = 0;
+    /// Marks the connection closed (the caller holds the lock), drops what is queued (but for
+    /// the rest of a begun frame), and wakes the writer on both of its waits.
+    fn close_locked(&self, state: &mut State, close: Close) {
+        self.drop_queued(state);
         state.close = Some(close);
-        drop(state);
         if close == Close::SlowConsumer {
             self.slow_consumer_closes.inc();
         }
-        self.queued_bytes.dec_by(freed as i64);
         self.frames_ready.notify_one();
         self.closing.notify_one();
         self.drained.notify_waiters();
     }
 
-    /// Queues a frame. A frame larger than the cap is still accepted into an empty queue, so
-    /// one big event never closes an idle client.
+    /// Drops what is queued, keeping the rest of a frame already begun.
+    fn drop_queued(&self, state: &mut State) {
+        if state.front_written > 0 {
+            state.unfinished = state.frames.front().map(|event| event.frame.slice(state.front_written..));
+            state.front_written = 0;
+        }
+        state.frames = VecDeque::new();
+        self.queued_bytes.dec_by(state.bytes as i64);
+        state.bytes = 0;
+    }
+
+    /// Queues a reply or control frame and wakes the connection's writer task to write it.
+    /// A frame larger than the cap is still accepted into an empty queue, so one big event never
+    /// closes an idle client.
     pub fn push(&self, event: &Arc<Event>) -> Push {
-        let len = event.frame.len();
+        let (push, was_empty) = self.enqueue(event);
+        if was_empty {
+            self.frames_ready.notify_one();
+        }
+        push
+    }
+
+    /// Queues an event from the fan-out. Returns what the push did, and whether the caller
+    /// must put this queue on a flusher's list ([`crate::hub::Client`] does): only when it was
+    /// empty, a socket is attached, and neither a flusher nor a blocked writer will write it
+    /// anyway. Without a socket (before the session attaches it) the writer task is woken, as
+    /// for [`Outbound::push`].
+    pub fn push_for_flusher(&self, event: &Arc<Event>) -> (Push, bool) {
         let mut state = self.lock();
+        let push = self.enqueue_locked(&mut state, event);
+        if !matches!(push, Push::Queued | Push::Conflated) || state.frames.len() != 1 {
+            return (push, false);
+        }
+        if state.socket.is_none() {
+            drop(state);
+            self.frames_ready.notify_one();
+            return (push, false);
+        }
+        let schedule = !state.scheduled && !state.writer_blocked;
+        state.scheduled |= schedule;
+        (push, schedule)
+    }
+
+    /// Queues `event`; returns what the push did and whether the queue was empty before.
+    fn enqueue(&self, event: &Arc<Event>) -> (Push, bool) {
+        let mut state = self.lock();
+        let push = self.enqueue_locked(&mut state, event);
+        let first = matches!(push, Push::Queued | Push::Conflated) && state.frames.len() == 1;
+        (push, first)
+    }
+
+    fn enqueue_locked(&self, state: &mut State, event: &Arc<Event>) -> Push {
+        let len = event.frame.len();
         if state.close.is_some() {
             return Push::Closed;
         }
         let mut conflated = false;
         if state.bytes > 0 && state.bytes + len > self.cap {
             let freed = match &event.kind {
-                EventKind::Delivery { channel, conflate: true, .. } => conflate(&mut state, channel),
+                EventKind::Delivery { channel, conflate: true, .. } => conflate(state, channel),
                 _ => 0,
             };
             self.queued_bytes.dec_by(freed as i64);
@@ -139,14 +206,9 @@ impl Outbound {
             }
             conflated = true;
         }
-        let was_empty = state.frames.is_empty();
         state.frames.push_back(Arc::clone(event));
         state.bytes += len;
-        drop(state);
         self.queued_bytes.inc_by(len as i64);
-        if was_empty {
-            self.frames_ready.notify_one();
-        }
         if conflated {
             Push::Conflated
         } else {
@@ -188,11 +250,11 @@ impl Outbound {
     /// Marks the connection for closing (the first reason wins) and drops what is queued.
     /// Returns whether this call set the reason.
     pub fn close(&self, close: Close) -> bool {
-        let state = self.lock();
+        let mut state = self.lock();
         if state.close.is_some() {
             return false;
         }
-        self.close_locked(state, close);
+        self.close_locked(&mut state, close);
         true
     }
 
@@ -217,7 +279,8 @@ impl Outbound {
         self.lock().close
     }
 
-    /// Moves every queued frame into `batch`.
+    /// Moves every queued frame into `batch`: how the queue is read without a socket (the
+    /// benches, and tests of what was queued).
     pub fn drain_into(&self, batch: &mut Vec<Arc<Event>>) -> Drained {
         let mut state = self.lock();
         let bytes = state.bytes;
@@ -236,6 +299,36 @@ impl Outbound {
             }
         }
         Drained { bytes, close }
+    }
+
+    /// Gives the queue its socket: from now on [`Outbound::flush`] writes to it.
+    pub fn attach(&self, socket: Arc<OwnedWriteHalf>) {
+        self.lock().socket = Some(socket);
+    }
+
+    /// Takes the socket back (the connection ended), so it closes once the writer lets go.
+    pub fn detach(&self) {
+        self.lock().socket = None;
+    }
+
+    /// What the writer needs to end the connection: the rest of a frame begun before the close,
+    /// and the last event id written per channel.
+    pub fn ending(&self) -> (Option<Bytes>, LastWritten) {
+        let mut state = self.lock();
+        let unfinished = state.unfinished.take();
+        (unfinished, std::mem::take(&mut state.last_written))
+    }
+
+    /// Gives up on what is still queued for a closing connection whose peer does not read
+    /// (its rest of a begun frame is kept, as for any close).
+    pub fn abandon_queued(&self) {
+        let mut state = self.lock();
+        self.drop_queued(&mut state);
+    }
+
+    /// Wakes the writer task (a flusher found the socket full, or failing).
+    pub fn wake_writer(&self) {
+        self.frames_ready.notify_one();
     }
 
     /// Resolves when frames may be waiting (cancel-safe: a missed wake-up is kept as a permit).
