@@ -69,3 +69,64 @@ async fn subscribe_and_unsubscribe_by_message() {
     hub.publish("a", "plain text").await;
     assert_eq!(next_json(&mut client).await["data"], "plain text");
 }
+
+/// The two write paths meet mid-stream: a client whose socket fills while events keep coming
+/// (the flusher's writes stop at the full socket, its own writer takes over and waits) and
+/// then drains (the writer sends what queued up meanwhile, and the flusher writes the events
+/// after) gets every event exactly once and in order across both switches, and a client on the
+/// same channel that reads all along gets them too, while the other is stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_fills_and_drains_loses_and_reorders_nothing() {
+    let hub = HubProcess::start(&[]);
+    // A 4 KiB receive buffer: the socket fills after a few events of 4 KB.
+    let mut stuck = RawClient::connect(hub.public, "?channels=switch", Some(4096)).await;
+    let (opcode, reply) = stuck.read_frame().await.expect("the subscribed reply");
+    assert_eq!(opcode, 1);
+    assert!(String::from_utf8_lossy(&reply).contains("subscribed"));
+    let mut reader = hub.subscriber(&["switch"]).await;
+    let reading = tokio::spawn(async move { receive_events(&mut reader, 400).await });
+
+    // Publish until a write found the stuck client's socket full (bounded), then 40 more that
+    // queue behind it: 160 KB, under its queue cap (268 KB by default), so it is never a slow
+    // consumer.
+    let filler = "x".repeat(4000);
+    let mut published = 0u64;
+    while hub.metric("mt_stream_sockets_full_total").await < 1.0 {
+        assert!(published < 150, "150 events of 4 KB never filled a socket with a 4 KiB receive buffer");
+        assert_eq!(hub.publish("switch", &json!({ "n": published, "fill": filler }).to_string()).await.0, 202);
+        published += 1;
+    }
+    for _ in 0..40 {
+        assert_eq!(hub.publish("switch", &json!({ "n": published, "fill": filler }).to_string()).await.0, 202);
+        published += 1;
+    }
+    let before_drain = published;
+
+    // The stuck client reads everything queued, then the events published after it drained,
+    // which go through the flusher again.
+    let mut received = 0u64;
+    let mut next_event = |frame: Option<(u8, Vec<u8>)>| -> u64 {
+        let (opcode, payload) = frame.expect("the hub keeps the connection open");
+        assert_eq!(opcode, 1, "a text frame");
+        let message: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");
+        message["data"]["n"].as_u64().unwrap_or_else(|| panic!("an event, got {message}"))
+    };
+    while received < before_drain {
+        let n = next_event(stuck.read_frame().await);
+        assert_eq!(n, received, "lost, repeated or reordered while the socket was full");
+        received += 1;
+    }
+    for _ in 0..400 - before_drain {
+        assert_eq!(hub.publish("switch", &json!({ "n": published }).to_string()).await.0, 202);
+        published += 1;
+        let n = next_event(stuck.read_frame().await);
+        assert_eq!(n, received, "lost, repeated or reordered after the socket drained");
+        received += 1;
+    }
+    assert!(before_drain < 400);
+    assert_eq!(received, 400);
+    let events = reading.await.unwrap();
+    let numbers: Vec<u64> = events.iter().map(|(_, n)| *n).collect();
+    assert_eq!(numbers, (0..400).collect::<Vec<_>>(), "the client that kept reading");
+    assert_eq!(hub.metric("mt_stream_slow_consumer_disconnects_total").await, 0.0);
+}

@@ -118,6 +118,7 @@ pub struct Metrics {
     pub deliveries: Counter,
     pub flushes: Counter,
     pub slow_consumer_disconnects: Counter,
+    pub sockets_full: Counter,
     pub conflations: Counter,
     pub resumes: Family<ResumeLabels, Counter>,
     pub history_replayed: Counter,
@@ -156,6 +157,7 @@ impl Metrics {
             deliveries: Counter::default(),
             flushes: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
+            sockets_full: Counter::default(),
             conflations: Counter::default(),
             resumes: Family::default(),
             history_replayed: Counter::default(),
@@ -202,6 +204,11 @@ impl Metrics {
             "slow_consumer_disconnects",
             "Clients closed with 4008 because their queue exceeded the budget",
             metrics.slow_consumer_disconnects.clone(),
+        );
+        r.register(
+            "sockets_full",
+            "Writes that found a connection's socket full: its writer then waits for the socket to drain and writes what queued up meanwhile in one go",
+            metrics.sockets_full.clone(),
         );
         r.register(
             "slow_consumer_conflations",
@@ -295,13 +302,14 @@ impl Metrics {
         metrics
     }
 
-    /// Counts what one flush of a connection's queue wrote (nothing if it wrote nothing).
-    pub fn record_flush(&self, stats: &crate::outbound::FlushStats) {
+    /// Counts what one flush of a connection's queue wrote (nothing if it wrote nothing);
+    /// `now` is about when it wrote (a flusher reads the clock once per few flushes).
+    pub fn record_flush(&self, stats: &crate::outbound::FlushStats, now: std::time::Instant) {
         if stats.writes == 0 {
             return;
         }
         if let Some(oldest) = stats.oldest_delivery {
-            self.delivery_lag_seconds.observe(oldest.elapsed().as_secs_f64());
+            self.delivery_lag_seconds.observe(now.saturating_duration_since(oldest).as_secs_f64());
             self.deliveries.inc_by(stats.deliveries);
         }
         self.flushes.inc();

@@ -62,7 +62,8 @@ impl Hub {
                 self.budget.queue_cap_per_connection().bytes() as usize,
                 self.metrics.queued_bytes.clone(),
             )
-            .counting_slow_consumers(self.metrics.slow_consumer_disconnects.clone()),
+            .counting_slow_consumers(self.metrics.slow_consumer_disconnects.clone())
+            .counting_full_sockets(self.metrics.sockets_full.clone()),
             started: Instant::now(),
             last_seen_ns: AtomicU64::new(0),
             channels: Mutex::new(ClientChannels::default()),

@@ -52,7 +52,7 @@ pub struct LastWritten(pub Vec<(ChannelName, EventId)>);
 
 impl LastWritten {
     fn note(&mut self, channel: &ChannelName, id: EventId) {
-        match self.0.iter_mut().find(|(c, _)| c == channel) {
+        match self.0.iter_mut().find(|(c, _)| c.same(channel)) {
             Some(slot) => slot.1 = id,
             None => self.0.push((channel.clone(), id)),
         }
@@ -114,6 +114,9 @@ impl Outbound {
                 Ok(0) => break Flushed::Failed,
                 Ok(written) => written,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    if !state.writer_blocked {
+                        self.full_socket_count.inc();
+                    }
                     state.writer_blocked = true;
                     break Flushed::Blocked;
                 }

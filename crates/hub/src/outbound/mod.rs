@@ -91,6 +91,8 @@ pub struct Outbound {
     /// Counts this queue's 4008 close, whatever caused it (an event, a reply or pong, or a
     /// resume that cannot keep up): `slow_consumer_disconnects_total`.
     slow_consumer_closes: Counter,
+    /// Counts the times a write found this socket full: `sockets_full_total`.
+    full_socket_count: Counter,
 }
 
 /// What one drain took out of the queue.
@@ -111,7 +113,14 @@ impl Outbound {
             cap,
             queued_bytes,
             slow_consumer_closes: Counter::default(),
+            full_socket_count: Counter::default(),
         }
+    }
+
+    /// Counts the times a write finds this socket full in `counter` (the hub's metric).
+    pub fn counting_full_sockets(mut self, counter: Counter) -> Self {
+        self.full_socket_count = counter;
+        self
     }
 
     /// Counts this queue's slow-consumer close in `counter` (the hub's metric).

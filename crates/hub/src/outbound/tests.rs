@@ -110,3 +110,28 @@ fn first_close_wins() {
     assert!(!queue.close(Close::HeartbeatTimeout));
     assert_eq!(queue.close_reason(), Some(Close::Drain));
 }
+
+/// A frame already partly written (a write that took only part of it) is on its way: conflation
+/// leaves it first and whole, and a close keeps its rest for the writer to finish, so the
+/// client never sees a frame cut in two.
+#[test]
+fn a_begun_frame_survives_conflation_and_close() {
+    let gauge = Gauge::default();
+    let size = delivery("p", 0, true).frame.len();
+    let queue = Outbound::new(size * 3, gauge.clone());
+    for ms in 1..=3 {
+        assert_eq!(queue.push(&delivery("p", ms, true)), Push::Queued);
+    }
+    queue.lock().front_written = 10;
+    assert_eq!(queue.push(&delivery("p", 4, true)), Push::Conflated);
+    assert_eq!(contents(&queue), ["p@1", "skip:p:2:2-3", "p@4"], "p@1 is begun: it stays");
+    assert_eq!(queue.lock().front_written, 10);
+    assert_eq!(gauge.get() as usize, queue.queued());
+
+    let begun = queue.lock().frames.front().map(|event| event.frame.clone()).unwrap();
+    assert!(queue.close(Close::Drain));
+    let (unfinished, _) = queue.ending();
+    assert_eq!(unfinished.as_deref(), Some(&begun[10..]), "the rest of the begun frame");
+    assert_eq!(queue.queued(), 0);
+    assert_eq!(gauge.get(), 0);
+}

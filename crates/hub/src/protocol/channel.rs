@@ -23,6 +23,12 @@ pub enum ChannelNameError {
 }
 
 impl ChannelName {
+    /// Equality that looks at the shared name first: clones of one name compare without
+    /// reading the bytes.
+    pub fn same(&self, other: &ChannelName) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+
     pub fn new(name: &str) -> Result<Self, ChannelNameError> {
         if name.is_empty() {
             return Err(ChannelNameError::Empty);

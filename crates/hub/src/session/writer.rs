@@ -34,7 +34,7 @@ pub(super) async fn write_loop(
     let close = loop {
         let mut stats = FlushStats::default();
         let flushed = client.outbound.flush(&mut stats);
-        hub.metrics.record_flush(&stats);
+        hub.metrics.record_flush(&stats, std::time::Instant::now());
         match flushed {
             Flushed::Empty => {
                 let auth_deadline = auth.next_deadline();
