@@ -232,7 +232,7 @@ case "${1:-all}" in
         row "$server" <"$trace.json"
         kill -INT $tracer; wait $tracer 2>/dev/null || true
         awk -v d="$deliveries" 'NR > 2 && $NF != "total" && $4 ~ /^[0-9]+$/ { printf "  %-16s %9d calls  %.3f per delivery\n", $NF, $4, $4 / d }
-          $NF == "total" { printf "  %-16s %9d calls  %.3f per delivery\n", "total", $3, $3 / d }' "$trace" | sort -k2 -n -r | head -12
+          $NF == "total" { printf "  %-16s %9d calls  %.3f per delivery\n", "total", $4, $4 / d }' "$trace" | sort -k2 -n -r | head -12
         rm -f "$trace" "$trace.json"
       done
     done
