@@ -161,42 +161,44 @@ impl Outbound {
     /// A frame larger than the cap is still accepted into an empty queue, so one big event never
     /// closes an idle client.
     pub fn push(&self, event: &Arc<Event>) -> Push {
-        let (push, was_empty) = self.enqueue(event);
-        if was_empty {
-            self.frames_ready.notify_one();
+        let mut state = self.lock();
+        let push = self.enqueue_locked(&mut state, event);
+        let first = state.frames.len() == 1;
+        drop(state);
+        if matches!(push, Push::Queued | Push::Conflated) {
+            self.queued_bytes.inc_by(event.frame.len() as i64);
+            if first {
+                self.frames_ready.notify_one();
+            }
         }
         push
     }
 
     /// Queues an event from the fan-out. Returns what the push did, and whether the caller
-    /// must put this queue on a flusher's list ([`crate::hub::Client`] does): only when it was
-    /// empty, a socket is attached, and neither a flusher nor a blocked writer will write it
-    /// anyway. Without a socket (before the session attaches it) the writer task is woken, as
-    /// for [`Outbound::push`].
+    /// must put this queue on a flusher's list (`Hub::push` does): only when it was empty, a
+    /// socket is attached, and neither a flusher nor a blocked writer will write it anyway.
+    /// Without a socket (before the session attaches it) the writer task is woken, as for
+    /// [`Outbound::push`].
     pub fn push_for_flusher(&self, event: &Arc<Event>) -> (Push, bool) {
         let mut state = self.lock();
         let push = self.enqueue_locked(&mut state, event);
-        if !matches!(push, Push::Queued | Push::Conflated) || state.frames.len() != 1 {
+        if !matches!(push, Push::Queued | Push::Conflated) {
             return (push, false);
         }
-        if state.socket.is_none() {
-            drop(state);
-            self.frames_ready.notify_one();
-            return (push, false);
-        }
-        let schedule = !state.scheduled && !state.writer_blocked;
+        let first = state.frames.len() == 1;
+        let attached = state.socket.is_some();
+        let schedule = first && attached && !state.scheduled && !state.writer_blocked;
         state.scheduled |= schedule;
+        drop(state);
+        self.queued_bytes.inc_by(event.frame.len() as i64);
+        if first && !attached {
+            self.frames_ready.notify_one();
+        }
         (push, schedule)
     }
 
-    /// Queues `event`; returns what the push did and whether the queue was empty before.
-    fn enqueue(&self, event: &Arc<Event>) -> (Push, bool) {
-        let mut state = self.lock();
-        let push = self.enqueue_locked(&mut state, event);
-        let first = matches!(push, Push::Queued | Push::Conflated) && state.frames.len() == 1;
-        (push, first)
-    }
-
+    /// Queues `event` under the held lock (the caller counts it in the gauge once the lock is
+    /// released).
     fn enqueue_locked(&self, state: &mut State, event: &Arc<Event>) -> Push {
         let len = event.frame.len();
         if state.close.is_some() {
@@ -217,7 +219,6 @@ impl Outbound {
         }
         state.frames.push_back(Arc::clone(event));
         state.bytes += len;
-        self.queued_bytes.inc_by(len as i64);
         if conflated {
             Push::Conflated
         } else {
