@@ -105,7 +105,7 @@ async fn a_socket_that_fills_and_drains_loses_and_reorders_nothing() {
     // The stuck client reads everything queued, then the events published after it drained,
     // which go through the flusher again.
     let mut received = 0u64;
-    let mut next_event = |frame: Option<(u8, Vec<u8>)>| -> u64 {
+    let next_event = |frame: Option<(u8, Vec<u8>)>| -> u64 {
         let (opcode, payload) = frame.expect("the hub keeps the connection open");
         assert_eq!(opcode, 1, "a text frame");
         let message: serde_json::Value = serde_json::from_slice(&payload).expect("JSON");

@@ -135,3 +135,73 @@ fn a_begun_frame_survives_conflation_and_close() {
     assert_eq!(queue.queued(), 0);
     assert_eq!(gauge.get(), 0);
 }
+
+/// `flush` against a real socket whose peer stops reading: writes go straight out until the
+/// socket is full (`Blocked`, counted once), a push meanwhile does not ask for a flusher (the
+/// writer has it), partial writes resume exactly where they stopped, and once the peer reads
+/// again every frame arrives whole and in order, and the last id written is the newest.
+#[tokio::test]
+async fn flush_keeps_order_across_a_full_socket() {
+    use tokio::io::AsyncReadExt;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = tokio::net::TcpSocket::new_v4().unwrap();
+    peer.set_recv_buffer_size(4096).unwrap();
+    let mut peer = peer.connect(listener.local_addr().unwrap()).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+    let (_read_half, write_half) = server.into_split();
+    let full = Counter::default();
+    let queue = Outbound::new(8 << 20, Gauge::default()).counting_full_sockets(full.clone());
+    queue.attach(Arc::new(write_half));
+
+    // Nobody reads: flush after each push until the socket is full (bounded).
+    let mut pushed = 0u64;
+    let mut stats = FlushStats::default();
+    loop {
+        pushed += 1;
+        let (push, schedule) = queue.push_for_flusher(&delivery("c", pushed, false));
+        assert_eq!(push, Push::Queued);
+        assert!(schedule, "an empty queue, nobody writing: a flusher is asked for");
+        match queue.flush(&mut stats) {
+            Flushed::Empty => assert!(pushed < 10_000, "the socket never filled"),
+            Flushed::Blocked => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(full.get(), 1);
+    for _ in 0..50 {
+        pushed += 1;
+        let (_, schedule) = queue.push_for_flusher(&delivery("c", pushed, false));
+        assert!(!schedule, "the blocked writer writes these");
+    }
+    assert_eq!(queue.flush(&mut stats), Flushed::Blocked);
+    assert_eq!(full.get(), 1, "counted once per time the socket filled");
+
+    // The peer reads everything while the queue is flushed again and again.
+    let mut frames = mt_testkit::ServerFrames::new();
+    let mut ids = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    while (ids.len() as u64) < pushed {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), peer.read(&mut chunk))
+            .await
+            .expect("the frames keep coming")
+            .unwrap();
+        assert!(n > 0);
+        frames.extend(&chunk[..n]);
+        while let Some(frame) = frames.next_frame().expect("whole frames") {
+            let message: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+            ids.push(message["id"].as_str().unwrap().to_owned());
+        }
+        let _ = queue.flush(&mut stats);
+    }
+    let expected: Vec<String> = (1..=pushed).map(|ms| EventId::new(ms, 0).to_string()).collect();
+    assert_eq!(ids, expected, "every frame, once, in order");
+    assert_eq!(queue.flush(&mut stats), Flushed::Empty);
+    assert_eq!(stats.frames, pushed);
+    assert_eq!(stats.deliveries, pushed);
+    let (unfinished, last) = queue.ending();
+    assert!(unfinished.is_none());
+    assert_eq!(last.0.len(), 1);
+    assert_eq!(last.0[0].1, EventId::new(pushed, 0));
+}
