@@ -9,8 +9,8 @@
 //! failing) to its writer task, which waits for the socket and writes everything that queued up
 //! meanwhile. Under load, frames pile up per connection while the flusher works through its
 //! list, and leave many per write: batching needs no timer and adds no delay. The flusher
-//! yields to the runtime between connections (tokio's cooperative budget), so readers,
-//! heartbeats and probes are not held up by a long fan-out.
+//! yields to the runtime every [`YIELD_EVERY`] connections, so publishes, readers, heartbeats
+//! and probes are not held up by a long fan-out.
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -25,6 +25,12 @@ use crate::outbound::{FlushStats, Flushed};
 /// Flushes per clock read for the delivery-lag metric: at most ~8 writes (tens of µs) off,
 /// under the histogram's first bucket (50 µs), for an eighth of the clock reads.
 const CLOCK_EVERY: usize = 8;
+
+/// Connections flushed between yields to the runtime. A yielded task runs again only after the
+/// runtime has polled for I/O, so publishes and client frames are seen at least this often (as
+/// when each connection's own task wrote: tokio polls for I/O every 61 task polls). Tokio's
+/// cooperative budget (128 per poll) would yield too, but without that I/O poll in between.
+const YIELD_EVERY: usize = 64;
 
 /// One flusher's list of connections to write to, and its wake-up.
 #[derive(Default)]
@@ -87,7 +93,10 @@ async fn run(shard: Arc<Shard>, metrics: Metrics) {
                 Flushed::Blocked | Flushed::Failed => client.outbound.wake_writer(),
             }
             metrics.record_flush(&stats, now);
-            tokio::task::consume_budget().await;
+            if at % YIELD_EVERY == YIELD_EVERY - 1 {
+                // Lets the runtime look for I/O (the next publish, readers) and run other tasks.
+                tokio::task::yield_now().await;
+            }
         }
         if clients.capacity() > 4096 {
             clients = Vec::new();
