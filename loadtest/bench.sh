@@ -47,14 +47,7 @@ start_hub() {
   env MT_LISTEN=$PUBLIC MT_ADMIN_LISTEN=$ADMIN MT_PUBLISH_TOKEN=$TOKEN RUST_LOG=warn "$@" \
     taskset -c 0 "$HUB_BIN" serve >/dev/null 2>&1 &
   HUB_PID=$!
-  for _ in $(seq 1 100); do
-    # Our hub must be the one answering (not another process on the same ports).
-    kill -0 "$HUB_PID" 2>/dev/null || { echo "the hub exited: are $PUBLIC or $ADMIN taken?" >&2; exit 1; }
-    if curl -sf "http://$ADMIN/readyz" >/dev/null; then return; fi
-    sleep 0.1
-  done
-  echo "hub did not become ready" >&2
-  exit 1
+  wait_ready "the hub"
 }
 
 # start_floor: the floor reference server in place of the hub, pinned and polled the same way.
@@ -62,12 +55,18 @@ start_floor() {
   stop_hub
   taskset -c 0 "$FLOOR_BIN" --listen $PUBLIC --admin $ADMIN >/dev/null 2>&1 &
   HUB_PID=$!
+  wait_ready "the floor"
+}
+
+# wait_ready NAME: until the server just started as $HUB_PID answers /readyz (at most 10 s).
+wait_ready() {
   for _ in $(seq 1 100); do
-    kill -0 "$HUB_PID" 2>/dev/null || { echo "the floor exited: are $PUBLIC or $ADMIN taken?" >&2; exit 1; }
+    # Ours must be the one answering (not another process on the same ports).
+    kill -0 "$HUB_PID" 2>/dev/null || { echo "$1 exited: are $PUBLIC or $ADMIN taken?" >&2; exit 1; }
     if curl -sf "http://$ADMIN/readyz" >/dev/null; then return; fi
     sleep 0.1
   done
-  echo "the floor did not become ready" >&2
+  echo "$1 did not become ready" >&2
   exit 1
 }
 

@@ -161,17 +161,7 @@ impl Outbound {
     /// A frame larger than the cap is still accepted into an empty queue, so one big event never
     /// closes an idle client.
     pub fn push(&self, event: &Arc<Event>) -> Push {
-        let mut state = self.lock();
-        let push = self.enqueue_locked(&mut state, event);
-        let first = state.frames.len() == 1;
-        drop(state);
-        if matches!(push, Push::Queued | Push::Conflated) {
-            self.queued_bytes.inc_by(event.frame.len() as i64);
-            if first {
-                self.frames_ready.notify_one();
-            }
-        }
-        push
+        self.enqueue(event, false).0
     }
 
     /// Queues an event from the fan-out. Returns what the push did, and whether the caller
@@ -180,18 +170,26 @@ impl Outbound {
     /// Without a socket (before the session attaches it) the writer task is woken, as for
     /// [`Outbound::push`].
     pub fn push_for_flusher(&self, event: &Arc<Event>) -> (Push, bool) {
+        self.enqueue(event, true)
+    }
+
+    /// Queues `event`, then says who writes it: a flusher (for the fan-out's events, when the
+    /// queue was empty and a socket is attached; returned as `true` for the caller to schedule),
+    /// or the writer task, woken when the queue was empty. A flusher already scheduled or a
+    /// blocked writer writes what follows the first frame anyway.
+    fn enqueue(&self, event: &Arc<Event>, for_flusher: bool) -> (Push, bool) {
         let mut state = self.lock();
         let push = self.enqueue_locked(&mut state, event);
         if !matches!(push, Push::Queued | Push::Conflated) {
             return (push, false);
         }
         let first = state.frames.len() == 1;
-        let attached = state.socket.is_some();
-        let schedule = first && attached && !state.scheduled && !state.writer_blocked;
+        let to_flusher = for_flusher && state.socket.is_some();
+        let schedule = to_flusher && first && !state.scheduled && !state.writer_blocked;
         state.scheduled |= schedule;
         drop(state);
         self.queued_bytes.inc_by(event.frame.len() as i64);
-        if first && !attached {
+        if first && !to_flusher {
             self.frames_ready.notify_one();
         }
         (push, schedule)
