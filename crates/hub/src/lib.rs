@@ -8,7 +8,7 @@
 //! - [`serve`]: wires everything together and owns the shutdown drain sequence.
 //! - [`listener`]: the HTTP phase both listeners share: accept loop, bounded pending
 //!   connections (the admin port evicts idle ones), header timeouts, refusals that close.
-//! - [`server`]: the public listener's route and WebSocket upgrade admission.
+//! - [`server`]: the public listener's routes (`/ws`, `/github/webhook`) and upgrade admission.
 //! - [`upgrade`]: the WebSocket handshake checked in one pure function.
 //! - [`admin`]: the internal listener: `/healthz`, `/readyz`, `/metrics`, `POST /publish`.
 //! - [`session`]: one connection after the upgrade: reader task, batched writer, heartbeats.
@@ -30,6 +30,8 @@
 //! - [`metrics`]: every Prometheus metric, in one place.
 //! - [`exposition`]: how `/metrics` answers: OpenMetrics or classic text by `Accept`, process metrics.
 //! - [`shutdown`]: the cancellation token and task tracker every task runs under.
+//! - [`github`]: the GitHub source: webhooks and the leased poller, publishing GitHub activity
+//!   on `github:<owner>.<repo>` channels.
 //! - [`publish`]: `mt-stream publish`, the operator's way to send one event.
 //!
 //! The pod budget is the `mt-budget` crate; `mt-stream deploy` is the `mt-deploy` crate (this
@@ -41,6 +43,7 @@ pub mod close;
 pub mod config;
 pub mod event_id;
 pub mod exposition;
+pub mod github;
 pub mod history;
 pub mod hub;
 pub mod inbound;

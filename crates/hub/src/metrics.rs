@@ -142,6 +142,8 @@ pub struct Metrics {
     pub delivery_lag_seconds: Histogram,
     pub queue_depth_bytes: Histogram,
     pub batch_frames: Histogram,
+    /// `mt_stream_github_*`.
+    pub github: crate::github::metrics::GithubMetrics,
 }
 
 impl Metrics {
@@ -186,6 +188,7 @@ impl Metrics {
             queue_depth_bytes: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(64.0, 4.0, 9)),
             // 1 .. 4096 frames
             batch_frames: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 13)),
+            github: crate::github::metrics::GithubMetrics::register(registry.sub_registry_with_prefix("mt_stream")),
         };
         let r = registry.sub_registry_with_prefix("mt_stream");
         r.register("connections", "Open WebSocket connections", metrics.connections.clone());
@@ -409,6 +412,14 @@ mod tests {
         let auth = labels("mt_stream_auth_failures_total");
         for reason in AuthFailure::ALL {
             assert!(auth.contains(&format!("`{}`", reason.as_str())), "auth failure {reason:?} undocumented");
+        }
+        let deliveries = labels("mt_stream_github_webhook_deliveries_total");
+        for result in crate::github::metrics::DeliveryResult::ALL {
+            assert!(deliveries.contains(&format!("`{}`", result.as_str())), "delivery result {result:?} undocumented");
+        }
+        let requests = labels("mt_stream_github_requests_total");
+        for status in crate::github::metrics::STATUSES {
+            assert!(requests.contains(&format!("`{status}`")), "request status {status} undocumented");
         }
         let rejected = labels("mt_stream_connections_rejected_total");
         for reason in RejectReason::ALL {

@@ -94,6 +94,12 @@ pub async fn run(
     if access.is_open() {
         tracing::warn!("{}", Access::OPEN_WARNING);
     }
+    let github = Arc::new(crate::github::Github::new(
+        config.github.clone(),
+        &source,
+        config.channel_prefix.as_str(),
+        hub.metrics.github.clone(),
+    ));
     let app = Arc::new(App {
         access,
         config,
@@ -104,7 +110,9 @@ pub async fn run(
         process,
         shutdown: shutdown.clone(),
         refusals: Default::default(),
+        github,
     });
+    crate::github::start(&app);
 
     let public_loop = tokio::spawn(listener::accept_loop(
         public,

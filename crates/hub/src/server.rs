@@ -1,4 +1,5 @@
-//! The public listener's routes and the WebSocket upgrade handler (the accept loop both
+//! The public listener's routes (`/ws`, and `/github/webhook` handled in
+//! [`crate::github::webhook`]) and the WebSocket upgrade handler (the accept loop both
 //! listeners share is [`crate::listener`]).
 //!
 //! Admission happens here, the last point where HTTP metadata is visible: drain state, the
@@ -43,6 +44,8 @@ pub struct App {
     pub shutdown: Shutdown,
     /// Refused upgrades, logged without flooding.
     pub refusals: crate::refusal_log::RefusalLog,
+    /// The GitHub source (webhooks and polling).
+    pub github: Arc<crate::github::Github>,
 }
 
 pub type Body = Full<Bytes>;
@@ -69,10 +72,12 @@ pub fn tune_admin_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
 }
 
-/// The public router: `/ws` only (its method is checked with the rest of the handshake).
+/// The public router: `/ws` (its method is checked with the rest of the handshake) and
+/// `/github/webhook`.
 pub async fn handle_public(request: Request<Incoming>, app: Arc<App>) -> Response<Body> {
     match request.uri().path() {
         "/ws" => upgrade(request, &app),
+        "/github/webhook" => crate::github::webhook::handle(request, &app.github, &app.source).await,
         _ => text(StatusCode::NOT_FOUND, "not found; WebSocket clients connect to /ws\n"),
     }
 }

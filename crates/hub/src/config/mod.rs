@@ -95,9 +95,8 @@ pub struct ServeArgs {
     /// (comma-separated, `*` = any run of characters); empty = none.
     #[arg(long, env = "MT_CONFLATE_CHANNELS", default_value = "")]
     pub conflate_channels: String,
-    /// Reserved for a GitHub event source; accepted so the chart can pass it.
-    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true, hide = true)]
-    pub github_token: Option<String>,
+    #[command(flatten)]
+    pub github: GithubArgs,
 }
 
 /// Who may read which channel (`docs/tokens.md`): with no key set, every channel is public.
@@ -227,15 +226,19 @@ pub struct Config {
     pub log_format: LogFormat,
     pub policies: ChannelPolicies,
     pub auth: AuthSettings,
+    pub github: GithubSettings,
 }
 
 mod error;
+mod github;
 #[cfg(test)]
 mod tests;
 mod values;
 
+use crate::github::settings::GithubSettings;
 use crate::source::redis::RedisTarget;
 pub use error::{ConfigError, ConfigErrors, Expected};
+pub use github::GithubArgs;
 use values::{ListenAddr, Millis, Origins, Positive, PositiveSeconds, PublishToken, WholeSeconds};
 
 /// The one parsing helper: parses each raw value into its type and records every failure, so
@@ -321,6 +324,7 @@ impl Config {
         let log_format = p.parse::<LogFormat>("MT_LOG_FORMAT", &args.log_format);
         let policies = policies(&mut p, &args.history, &args.conflate_channels);
         let auth = auth(&mut p, &args.auth);
+        let github = github::github(&mut p, &args.github);
 
         p.finish(|| {
             Some(Self {
@@ -338,6 +342,7 @@ impl Config {
                 log_format: log_format?,
                 policies: policies?,
                 auth: auth?,
+                github: github?,
             })
         })
     }

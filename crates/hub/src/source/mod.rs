@@ -91,6 +91,15 @@ pub enum PublishError {
     History(#[from] crate::history::HistoryError),
 }
 
+/// What [`Source::publish_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOnce {
+    /// Published (with its id when the channel keeps history).
+    Published(Option<EventId>),
+    /// An event with the same key was published on the channel before: nothing was sent.
+    Duplicate,
+}
+
 /// The active source.
 pub enum Source {
     Embedded(embedded::EmbeddedBroker),
@@ -104,6 +113,22 @@ impl Source {
         match self {
             Self::Embedded(broker) => Ok(broker.publish(channel, payload)),
             Self::Redis(redis) => redis.publish(channel, payload).await,
+        }
+    }
+
+    /// As [`Source::publish`], unless an event with the key `once` was published on `channel`
+    /// within `remember`, by any pod sharing this source (atomic: the check and the publish are
+    /// one step).
+    pub async fn publish_once(
+        &self,
+        channel: &ChannelName,
+        payload: Bytes,
+        once: &str,
+        remember: Duration,
+    ) -> Result<PublishOnce, PublishError> {
+        match self {
+            Self::Embedded(broker) => Ok(broker.publish_once(channel, payload, once, remember)),
+            Self::Redis(redis) => redis.publish_once(channel, payload, once, remember).await,
         }
     }
 

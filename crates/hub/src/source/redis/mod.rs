@@ -31,6 +31,7 @@ mod canary;
 mod cluster;
 pub mod commands;
 mod connection_log;
+mod once;
 mod single;
 pub mod target;
 use crate::event_id::EventId;
@@ -191,6 +192,15 @@ impl RedisSource {
             }
             Err(_) => Err(PublishError::Timeout(COMMAND_TIMEOUT)),
         }
+    }
+
+    /// The command connection(s), for other parts of the hub that keep state in Redis.
+    pub fn commands(&self) -> &Commands {
+        &self.commands
+    }
+
+    pub fn prefix(&self) -> &ChannelPrefix {
+        &self.prefix
     }
 
     /// The history kept in this Redis (read by resume).
