@@ -28,6 +28,20 @@ fn defaults_match_the_contract() {
     assert_eq!(config.log_format, LogFormat::Text);
     assert_eq!(config.channel_prefix.as_str(), "mt:");
     assert_eq!(config.policies, ChannelPolicies::default());
+    // No GitHub source unless a webhook secret or repositories are given.
+    assert!(!config.github.enabled());
+    assert_eq!(config.github.api_url.as_str(), "https://api.github.com");
+    assert_eq!(config.github.lease, Duration::from_secs(15));
+    assert_eq!(config.github.webhook_silence, Duration::from_secs(900));
+}
+
+/// A token's value never appears in a setting's error.
+#[test]
+fn a_bad_token_is_not_echoed() {
+    let error = parse(&["--github-token", "ghp_secret value"]).unwrap_err().to_string();
+    assert!(error.starts_with("invalid GITHUB_TOKEN: ") && !error.contains("ghp_secret"), "{error}");
+    let error = parse(&["--github-webhook-secret", "tiny-secret"]).unwrap_err().to_string();
+    assert!(!error.contains("tiny-secret"), "{error}");
 }
 
 /// `--help` prints the defaults `Config` applies, taken from the typed defaults.
@@ -80,6 +94,12 @@ fn bad_values_name_their_setting() {
         (&["--history-max-events", "0"], "MT_HISTORY_MAX_EVENTS"),
         (&["--history-max-age-seconds", "1h"], "MT_HISTORY_MAX_AGE_SECONDS"),
         (&["--conflate-channels", "prices/*"], "MT_CONFLATE_CHANNELS"),
+        (&["--github-repos", "monkeytown/web/extra"], "MT_GITHUB_REPOS"),
+        (&["--github-api-url", "api.github.com"], "MT_GITHUB_API_URL"),
+        (&["--github-webhook-secret", "short"], "MT_GITHUB_WEBHOOK_SECRET"),
+        (&["--github-token", "ghp_a b"], "GITHUB_TOKEN"),
+        (&["--github-webhook-silence-seconds", "0"], "MT_GITHUB_WEBHOOK_SILENCE_SECONDS"),
+        (&["--github-lease-seconds", "2"], "MT_GITHUB_LEASE_SECONDS"),
     ];
     for (flags, setting) in cases {
         let error = parse(flags).expect_err(&format!("{flags:?} must be refused"));

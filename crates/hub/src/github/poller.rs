@@ -223,10 +223,10 @@ impl Poller {
         while let (Some(url), Some(newest)) = (next.take(), newest) {
             let oldest = events.iter().filter_map(ApiEvent::number).min();
             if pages >= MAX_PAGES || oldest.is_none_or(|oldest| oldest <= newest) {
-                if pages >= MAX_PAGES && oldest.is_some_and(|oldest| oldest > newest + 1) {
+                if pages >= MAX_PAGES && oldest.is_some_and(|oldest| oldest > newest) {
                     tracing::warn!(
                         target = self.key,
-                        "more new events than the Events API keeps (300): older ones are lost"
+                        "more new events than the Events API lists (300): some between the cursor and them may be lost"
                     );
                 }
                 break;
