@@ -36,7 +36,8 @@ OLDEST_KUBERNETES = "1.27.0"
 
 # The environment variables of `mt-stream serve` (docs/configuration.md lists every setting: flag,
 # variable, default) that the chart always sets (MT_ALLOWED_ORIGINS, MT_CONFLATE_CHANNELS,
-# MT_AUTH_HMAC_SECRET and MT_AUTH_PUBLIC_KEYS_FILE are set only when configured).
+# MT_AUTH_HMAC_SECRET, MT_AUTH_PUBLIC_KEYS_FILE, MT_GITHUB_WEBHOOK_SECRET, MT_GITHUB_REPOS and
+# MT_GITHUB_API_URL are set only when configured).
 CONTRACT_ENV = (
     "MT_LISTEN",
     "MT_ADMIN_LISTEN",
@@ -55,6 +56,8 @@ CONTRACT_ENV = (
     "MT_PUBLIC_CHANNELS",
     "MT_AUTH_AUDIENCE",
     "MT_AUTH_KEYS_RELOAD_SECONDS",
+    "MT_GITHUB_WEBHOOK_SILENCE_SECONDS",
+    "MT_GITHUB_LEASE_SECONDS",
 )
 
 # Values renamed to carry their unit: (old key, new key, unit, the env var the value sets). The
@@ -185,6 +188,15 @@ AUTH_ON = (
     "eventStream.auth.publicChannels={builds,town:*}",
 )
 
+# The GitHub source on (the chart's Secret): a webhook secret of 16+ bytes, two poll targets (a
+# repository and an organisation) and a GitHub Enterprise Server API URL.
+GITHUB_WEBHOOK_SECRET = "webhook-secret-for-chart-tests"
+GITHUB_ON = (
+    f"secret.githubWebhookSecret={GITHUB_WEBHOOK_SECRET}",
+    "eventStream.github.repos={Monkeytown/web,acme}",
+    "eventStream.github.apiUrl=https://github.example.com/api/v3",
+)
+
 # The monitoring objects (all off by default): ServiceMonitor, PrometheusRule, dashboard ConfigMap.
 MONITORING_ON = (
     "eventStream.monitoring.serviceMonitor.enabled=true",
@@ -204,7 +216,7 @@ EVERYTHING_ON = (
     "redis.auth.enabled=true",
     "secret.publishToken=tok",
     "eventStream.ws.allowedOrigins=https://monkeytown.dev",
-) + NETWORK_POLICY_CUSTOM + AUTH_ON + MONITORING_ON
+) + NETWORK_POLICY_CUSTOM + AUTH_ON + GITHUB_ON + MONITORING_ON
 EXTERNAL_REDIS = ("redis.enabled=false", "externalRedis.url=redis://redis.example:6379/0")
 FIXED_REPLICAS = ("eventStream.autoscaling.enabled=false", "web.autoscaling.enabled=false")
 
@@ -540,7 +552,8 @@ def test_every_event_stream_env_var_is_named_in_the_schema():
                  if re.match(r"^(MT|REDIS|GITHUB)_", name)}
     # The configurations above really reach every variable the chart can set.
     assert set(CONTRACT_ENV) | {"MT_ALLOWED_ORIGINS", "MT_CONFLATE_CHANNELS", "REDIS_PASSWORD",
-                                "MT_AUTH_HMAC_SECRET", "MT_AUTH_PUBLIC_KEYS_FILE"} <= seen
+                                "MT_AUTH_HMAC_SECRET", "MT_AUTH_PUBLIC_KEYS_FILE", "MT_GITHUB_WEBHOOK_SECRET",
+                                "MT_GITHUB_REPOS", "MT_GITHUB_API_URL"} <= seen
     missing = sorted(seen - named)
     assert not missing, f"env vars of the event-stream container not named in values.schema.json: {missing}"
 

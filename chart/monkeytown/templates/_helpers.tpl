@@ -75,7 +75,7 @@ The component's registry wins over the global imageRegistry; the tag defaults to
 
 {{/*
 monkeytown.secretName: the Secret holding github-token, redis-password, publish-token,
-auth-hmac-secret and auth-public-keys.jwks.
+auth-hmac-secret, auth-public-keys.jwks and github-webhook-secret.
 */}}
 {{- define "monkeytown.secretName" -}}
 {{- default (include "monkeytown.fullname" .) .Values.secret.existingSecret -}}
@@ -233,6 +233,42 @@ every channel public, so it is refused instead. The HMAC secret itself is never 
 {{- end -}}
 {{- end -}}
 
+{{/*
+monkeytown.checkGithubValues: the GitHub source's checks. The schema makes the per-value ones
+already (they stay for --skip-schema-validation, as the hub would refuse the same values at
+start-up); a webhook secret set together with secret.existingSecret would be ignored (the chart
+renders no Secret) and leave the webhook route off, so it is refused instead. The webhook secret
+itself is never printed.
+*/}}
+{{- define "monkeytown.checkGithubValues" -}}
+{{- $gh := .Values.eventStream.github -}}
+{{- $secret := .Values.secret -}}
+{{- $webhookSecret := $secret.githubWebhookSecret | default "" | toString -}}
+{{- if and $webhookSecret (lt (len $webhookSecret) 16) -}}
+{{- fail (printf "secret.githubWebhookSecret must be at least 16 bytes (got %d): the hub refuses a shorter MT_GITHUB_WEBHOOK_SECRET; e.g. openssl rand -hex 32" (len $webhookSecret)) -}}
+{{- end -}}
+{{- if and $webhookSecret $secret.existingSecret -}}
+{{- fail (printf "secret.githubWebhookSecret is ignored with secret.existingSecret: put the webhook secret in Secret %s under the key github-webhook-secret" $secret.existingSecret) -}}
+{{- end -}}
+{{- if not (kindIs "slice" $gh.repos) -}}
+{{- fail "eventStream.github.repos must be a list of owner/repo or organisation names, e.g. [Monkeytown/web, acme]" -}}
+{{- end -}}
+{{- range $gh.repos -}}
+{{- if not (regexMatch "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?$" (toString .)) -}}
+{{- fail (printf "eventStream.github.repos: %q is not owner/repo or an organisation name (letters, digits, . _ -)" (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (regexMatch "^(https?://.+)?$" (toString $gh.apiUrl)) -}}
+{{- fail (printf "eventStream.github.apiUrl %q: expected an http:// or https:// URL (GitHub Enterprise Server: https://HOST/api/v3), or empty for https://api.github.com" (toString $gh.apiUrl)) -}}
+{{- end -}}
+{{- if lt (int64 $gh.leaseSeconds) 3 -}}
+{{- fail (printf "eventStream.github.leaseSeconds must be at least 3 (got %d): the lease is renewed every third of it (MT_GITHUB_LEASE_SECONDS)" (int64 $gh.leaseSeconds)) -}}
+{{- end -}}
+{{- if lt (int64 $gh.webhookSilenceSeconds) 1 -}}
+{{- fail (printf "eventStream.github.webhookSilenceSeconds must be at least 1 (got %d) (MT_GITHUB_WEBHOOK_SILENCE_SECONDS)" (int64 $gh.webhookSilenceSeconds)) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* monkeytown.eventStreamAutoscalingByChart: "true" when the chart renders the event-stream HPA/PDB. */}}
 {{- define "monkeytown.eventStreamAutoscalingByChart" -}}
 {{- $a := .Values.eventStream.autoscaling -}}
@@ -322,6 +358,7 @@ deployment-event-stream.yaml calls it; it renders nothing.
 {{- define "monkeytown.checkValues" -}}
 {{- include "monkeytown.checkRenamedValues" . -}}
 {{- include "monkeytown.checkAuthValues" . -}}
+{{- include "monkeytown.checkGithubValues" . -}}
 {{- include "monkeytown.checkRedisValues" . -}}
 {{- $es := .Values.eventStream -}}
 {{- if le (int $es.terminationGracePeriodSeconds) (add $es.preStopSleepSeconds $es.drainSeconds | int) -}}

@@ -58,13 +58,20 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
-/// Socket options for client connections: no Nagle delay, and the kernel buffers the budget
-/// reserves (cgroup v2 charges them to the pod).
+/// Socket options for client connections: no Nagle delay, and the send buffer the budget
+/// reserves (cgroup v2 charges it to the pod). The receive buffer stays the kernel's during
+/// the HTTP phase, which hyper reads as it arrives: an 8 KiB one made a 40 KB webhook body take
+/// 480 ms (the sender stalled on the small window); a WebSocket gets it at the upgrade
+/// ([`tune_session_socket`]).
 pub fn tune_client_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let socket = socket2::SockRef::from(stream);
     let _ = socket.set_send_buffer_size(mt_budget::SOCKET_SEND_BUFFER.bytes() as usize);
-    let _ = socket.set_recv_buffer_size(mt_budget::SOCKET_RECV_BUFFER.bytes() as usize);
+}
+
+/// The receive buffer the budget reserves for a WebSocket connection (clients send little).
+fn tune_session_socket(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_recv_buffer_size(mt_budget::SOCKET_RECV_BUFFER.bytes() as usize);
 }
 
 /// Socket options for the admin port.
@@ -168,7 +175,9 @@ fn upgrade(mut request: Request<Incoming>, app: &Arc<App>) -> Response<Body> {
                 // early (usually nothing) and let the buffer go.
                 let leftover = Bytes::copy_from_slice(&parts.read_buf);
                 drop(parts.read_buf);
-                session::run(services, parts.io.into_inner(), leftover, query).await
+                let stream = parts.io.into_inner();
+                tune_session_socket(&stream);
+                session::run(services, stream, leftover, query).await
             }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }
