@@ -13,6 +13,8 @@
 #   loadtest/bench.sh floor      # mt-stream against the floor (one blocking write() per delivery,
 #       loadtest/src/bin/floor.rs) at 10/20/50/100/300 events/s, alternated (FLOOR_ROUNDS, 2)
 #   loadtest/bench.sh syscalls   # syscalls per delivery of the floor and the hub (strace -c)
+#   loadtest/bench.sh webhook    # GitHub webhook deliveries answered (published), one at a time,
+#       embedded broker and Redis, bodies of 1 / 41 / 401 KB (loadtest/webhook_latency.py)
 #   BEFORE_BIN=/path/to/old/mt-stream loadtest/bench.sh compare   # old vs this build, steady
 #       1000 clients x 100 events/s, alternated 3 rounds, for before/after ratios from one run
 #       (COMPARE_SOURCE=redis: through one redis-server, with history)
@@ -236,6 +238,16 @@ case "${1:-all}" in
       done
     done
     ;;
+  webhook)
+    start_redis
+    for source in embedded redis; do
+      if [[ $source == redis ]]; then extra=(REDIS_URL=redis://127.0.0.1:$REDIS_PORT); else extra=(); fi
+      start_hub "${extra[@]}" MT_GITHUB_WEBHOOK_SECRET="It's a Secret to Everybody"
+      for padding in 0 40000 400000; do
+        echo "$source: $(taskset -c 1 python3 loadtest/webhook_latency.py $PUBLIC ${WEBHOOK_COUNT:-1000} $padding)"
+      done
+    done
+    ;;
   history)
     # Off: no channel keeps history, plain PUBLISH. On: every channel kept, the publish script
     # (XADD + PUBLISH). Alternated so drift on this noisy machine hits both sides alike.
@@ -318,7 +330,7 @@ case "${1:-all}" in
     stop_cluster
     ;;
   *)
-    echo "usage: $0 [all|idle|churn|history|spike|auth|cluster|compare|floor|syscalls]" >&2
+    echo "usage: $0 [all|idle|churn|history|spike|auth|cluster|compare|floor|syscalls|webhook]" >&2
     exit 2
     ;;
 esac
