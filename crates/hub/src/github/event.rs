@@ -258,6 +258,14 @@ impl Activity {
     /// (lower case; a name over the channel-name limit gives no channel).
     pub fn channels(&self) -> Vec<ChannelName> {
         let Some((owner, name)) = self.repo.split_once('/') else { return Vec::new() };
+        // GitHub's names are [A-Za-z0-9._-]; anything else (a ':' would forge a kind's channel)
+        // gets no channel.
+        let valid = |part: &str| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        };
+        if !valid(owner) || !valid(name) {
+            return Vec::new();
+        }
         let base = format!("github:{owner}.{name}").to_ascii_lowercase();
         let mut names = vec![base.clone()];
         if let Some(topic) = self.topic() {
@@ -281,7 +289,13 @@ pub fn epoch_ms(time: &str) -> Option<u64> {
     let clock = clock.split('.').next()?;
     let mut clock = clock.splitn(3, ':').map(|p| p.parse::<i64>().ok());
     let (hh, mm, ss) = (clock.next()??, clock.next()??, clock.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+    let in_range = (1970..=9999).contains(&y)
+        && (1..=12).contains(&m)
+        && (1..=31).contains(&d)
+        && (0..=23).contains(&hh)
+        && (0..=59).contains(&mm)
+        && (0..=60).contains(&ss);
+    if !in_range {
         return None;
     }
     // Days from civil (proleptic Gregorian), after Howard Hinnant's well-known algorithm.
@@ -313,6 +327,9 @@ mod tests {
         assert_eq!(epoch_ms("2026-11-30T09:27:32Z"), Some(1_796_030_852_000));
         assert_eq!(epoch_ms("2000-03-01T00:00:00.5Z"), Some(951_868_800_000));
         assert_eq!(epoch_ms("2026-11-30 09:27:32"), None);
+        // Out of range, never an overflow.
+        assert_eq!(epoch_ms("9223372036854775807-01-01T00:00:00Z"), None);
+        assert_eq!(epoch_ms("2026-11-30T-1:00:00Z"), None);
     }
 
     /// A pull request from the webhook and the same from the Events API give the same event
@@ -344,5 +361,7 @@ mod tests {
         );
         let channels: Vec<String> = from_hook.channels().iter().map(|c| c.as_str().to_owned()).collect();
         assert_eq!(channels, ["github:monkeytown.web", "github:monkeytown.web:pulls"]);
+        let forged = Activity { repo: "a:pulls/b".into(), ..from_hook };
+        assert!(forged.channels().is_empty(), "a name outside GitHub's characters gets no channel");
     }
 }
