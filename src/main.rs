@@ -140,6 +140,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         public_channels = %auth.public_channels,
         audience = %auth.audience,
         drain_s = config.drain.as_secs(),
+        github = config.github.summary(),
         "mt-stream serving"
     );
 

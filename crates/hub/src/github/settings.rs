@@ -39,6 +39,29 @@ impl GithubSettings {
     pub fn enabled(&self) -> bool {
         self.webhook_secret.is_some() || !self.poll.is_empty()
     }
+
+    /// The start-up log's summary: which paths are on, what is polled where; never a secret.
+    pub fn summary(&self) -> String {
+        if !self.enabled() {
+            return "off".to_owned();
+        }
+        let mut parts = Vec::new();
+        if self.webhook_secret.is_some() {
+            parts.push("webhook on /github/webhook".to_owned());
+        }
+        if !self.poll.is_empty() {
+            let targets: Vec<String> = self.poll.iter().map(PollTarget::key).collect();
+            let token = if self.token.is_some() { "token set" } else { "no token: 60 requests/hour" };
+            parts.push(format!(
+                "polling {} via {} ({token}; lease {} s, webhook silence {} s)",
+                targets.join(","),
+                self.api_url.as_str(),
+                self.lease.as_secs(),
+                self.webhook_silence.as_secs()
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// Why a GitHub setting did not parse.
