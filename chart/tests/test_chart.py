@@ -111,6 +111,20 @@ def _render_text(env: str | None, sets: tuple[str, ...], show_only: str | None, 
     return helm(*args, check=True).stdout
 
 
+def validate_configs(tmp_path: Path, version: str, configs) -> None:
+    """Renders each (environment, --set values) configuration and asserts kubernetes-validate --strict passes every object of them for `version`."""
+    files, objects = [], 0
+    for i, (env, sets) in enumerate(configs):
+        text = _render_text(env, tuple(sets), None, None)
+        objects += len([d for d in yaml.safe_load_all(text) if d])
+        path = tmp_path / f"{i}-{env}.yaml"
+        path.write_text(text)
+        files.append(path)
+    proc = run(_require(KUBERNETES_VALIDATE), "--strict", "--kubernetes-version", version, *files)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len([line for line in proc.stdout.splitlines() if " passed " in line]) == objects, proc.stdout
+
+
 def render(env: str | None = "dev", *sets: str, show_only: str | None = None, kube_version: str | None = None) -> list[dict]:
     """Renders the chart and returns its objects (a fresh copy each call)."""
     text = _render_text(env, tuple(sets), show_only, kube_version)

@@ -23,23 +23,21 @@ import yaml
 from test_chart import (
     AUTH_ON,
     CHART,
-    KUBERNETES_VALIDATE,
     OLDEST_KUBERNETES,
     REPO,
-    _latest_kubernetes,
-    _render_text,
-    _require,
-    _schema_descriptions,
     container,
     env_map,
     event_stream,
     find,
     helm,
+    _latest_kubernetes,
     one,
     pod_spec,
     render,
     run,
+    _schema_descriptions,
     set_literal,
+    validate_configs,
     values_file,
 )
 
@@ -322,17 +320,7 @@ def test_manifests_pass_kubernetes_validate_strict(version, tmp_path):
     configs = [("dev", external(layout)) for layout in sorted(URLS)] + [("prod", FULL[layout]) for layout in sorted(URLS)]
     configs += [("staging", ("redis.enabled=false", "externalRedis.existingSecret=redis-creds", *PASSWORD_SECRET,
                              *CA_SECRET, *AUTH_ON))]
-    files = []
-    objects = 0
-    for i, (env, sets) in enumerate(configs):
-        text = _render_text(env, tuple(sets), None, None)
-        objects += len([d for d in yaml.safe_load_all(text) if d])
-        path = tmp_path / f"{i}-{env}.yaml"
-        path.write_text(text)
-        files.append(path)
-    proc = run(_require(KUBERNETES_VALIDATE), "--strict", "--kubernetes-version", version, *files)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len([line for line in proc.stdout.splitlines() if " passed " in line]) == objects, proc.stdout
+    validate_configs(tmp_path, version, configs)
 
 
 def test_notes_name_the_secrets_not_their_contents():

@@ -24,20 +24,18 @@ from test_chart import (
     ENVS,
     GITHUB_ON,
     GITHUB_WEBHOOK_SECRET,
-    KUBERNETES_VALIDATE,
     NETWORK_POLICY_CUSTOM,
     OLDEST_KUBERNETES,
     REPO,
-    _latest_kubernetes,
-    _render_text,
-    _require,
     env_map,
     event_stream,
     find,
     helm,
+    _latest_kubernetes,
     one,
     render,
     run,
+    validate_configs,
     values_file,
 )
 from test_chart_auth import _documented_default
@@ -256,16 +254,7 @@ def test_github_configurations_pass_kubernetes_validate_strict(version, tmp_path
         ("prod", ("secret.existingSecret=monkeytown-creds", "eventStream.github.repos={acme}")),
         ("dev", ("eventStream.github.webhook.ingress=false",)),
     ]
-    files, objects = [], 0
-    for i, (env, sets) in enumerate(configs):
-        text = _render_text(env, tuple(sets), None, None)
-        objects += len([d for d in yaml.safe_load_all(text) if d])
-        path = tmp_path / f"{i}-{env}.yaml"
-        path.write_text(text)
-        files.append(path)
-    proc = run(_require(KUBERNETES_VALIDATE), "--strict", "--kubernetes-version", version, *files)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len([line for line in proc.stdout.splitlines() if " passed " in line]) == objects, proc.stdout
+    validate_configs(tmp_path, version, configs)
 
 
 # --- refusals ----------------------------------------------------------------------------------
