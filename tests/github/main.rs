@@ -7,7 +7,8 @@
 //!   history and resumable with `since`.
 //! - `polling`: ETag 200 then 304, a growing `X-Poll-Interval`, an exhausted rate limit, a
 //!   `Retry-After`, 500s with backoff, three pages of 100, an event GitHub lists twice; the
-//!   token never in logs, metrics or readiness; readiness untouched by GitHub's trouble.
+//!   token never in logs, metrics or readiness; readiness untouched by GitHub's trouble; a
+//!   webhook pausing polling; a repository without events publishing its first.
 //! - `lease`: two hubs on one Redis: one polls; `kill -9` of it and the other takes over
 //!   within the lease, with no event skipped or published twice.
 //!

@@ -226,3 +226,17 @@ async fn a_webhook_pauses_polling_and_polling_fills_only_after_it() {
         "no polling while the webhook delivers",
     );
 }
+
+/// A repository with no events at its first poll publishes its first event when it comes (its
+/// cursor starts at nothing, not at "unknown").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_without_events_publishes_its_first_one() {
+    let fake = FakeGithub::start().await;
+    fake.fallback(EVENTS, Reply::new(304, "").header("x-poll-interval", 1));
+    fake.script(EVENTS, [Reply::events(&[]).header("etag", "\"empty\"").header("x-poll-interval", 1)]);
+    let hub = polling_hub(&fake, &[]);
+    let mut client = hub.subscriber(&[CHANNEL]).await;
+    fake.wait_requests(EVENTS, 2).await;
+    fake.script(EVENTS, [Reply::events(&[api_event(1, "the very first")]).header("etag", "\"e1\"")]);
+    assert_eq!(issue_numbers(&events(&mut client, 1).await), [1]);
+}

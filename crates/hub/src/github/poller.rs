@@ -252,7 +252,8 @@ impl Poller {
             .collect();
         fresh.sort_by_key(|(id, _)| *id);
         fresh.dedup_by_key(|(id, _)| *id);
-        let top = fresh.last().map(|(id, _)| *id).max(newest);
+        // A target with no events yet starts from 0: its first events are all new.
+        let top = fresh.last().map(|(id, _)| *id).max(newest).or(Some(0));
         // A target seen for the first time starts from its newest event.
         if newest.is_some() {
             let mut webhooks: HashMap<String, Option<u64>> = HashMap::new();
