@@ -65,7 +65,18 @@ ALERTS = (
     "MtStreamAuthKeyReloadFailing",
     "MtStreamAuthFailuresSpike",
     "MtStreamHistoryErrors",
+    "MtStreamGithubWebhookRefused",
+    "MtStreamGithubPollerMissing",
+    "MtStreamGithubPollingFailing",
+    "MtStreamGithubRateLimitLow",
 )
+# The GitHub poller's alerts ship only when the release polls (eventStream.github.repos); the
+# rate-limit one also needs a token (an unauthenticated poller has 60 requests an hour, always
+# under the threshold). MtStreamGithubWebhookRefused always ships: its counter cannot rise while
+# the webhook route is off. GITHUB_ALERTS_ON turns them all on: the rule renders with it unless
+# told otherwise.
+GITHUB_POLLING_ALERTS = ("MtStreamGithubPollerMissing", "MtStreamGithubPollingFailing", "MtStreamGithubRateLimitLow")
+GITHUB_ALERTS_ON = ("eventStream.github.repos={Monkeytown/web}", "secret.githubToken=ghp_alertsTestToken")
 # What the dashboard must show (issue "An operator's first hour"): one metric of docs/metrics.md each.
 DASHBOARD_METRICS = (
     "mt_stream_connections",
@@ -97,8 +108,10 @@ def promtool(*args: str | Path, cwd: Path | None = None) -> subprocess.Completed
     return subprocess.run([_promtool(), *map(str, args)], capture_output=True, text=True, cwd=cwd or REPO)
 
 
-def prometheus_rule(env: str = "prod", *sets: str) -> dict:
-    objs = render(env, *PROMETHEUS_RULE_ON, *sets, show_only="templates/prometheusrule-event-stream.yaml")
+def prometheus_rule(env: str = "prod", *sets: str, github: bool = True) -> dict:
+    """The rendered PrometheusRule; with github (the default) with GITHUB_ALERTS_ON, so every alert ships."""
+    github_sets = GITHUB_ALERTS_ON if github else ()
+    objs = render(env, *PROMETHEUS_RULE_ON, *github_sets, *sets, show_only="templates/prometheusrule-event-stream.yaml")
     assert [o["kind"] for o in objs] == ["PrometheusRule"]
     return objs[0]
 
@@ -344,6 +357,7 @@ def test_thresholds_follow_the_values():
         "eventStream.monitoring.prometheusRule.deliveryLagP99Ms=100",
         "eventStream.monitoring.prometheusRule.slowConsumerDisconnectsPerMinute=150",
         "eventStream.monitoring.prometheusRule.authFailuresPerMinute=300",
+        "eventStream.monitoring.prometheusRule.githubRateLimitRemaining=1000",
     ))
     assert rules["MtStreamConnectionsNearLimit"]["expr"].endswith(" / 500 > 80")
     assert rules["MtStreamMemoryNearLimit"]["expr"].endswith(f" / {2 * 1024 ** 3} > 85")
@@ -352,7 +366,9 @@ def test_thresholds_follow_the_values():
     assert rules["MtStreamSlowConsumerDisconnects"]["expr"].endswith(" > 150")
     assert rules["MtStreamAuthFailuresSpike"]["expr"].startswith("60 * sum by (namespace) (rate(")
     assert rules["MtStreamAuthFailuresSpike"]["expr"].endswith(" > 300")
+    assert rules["MtStreamGithubRateLimitLow"]["expr"].splitlines()[0].endswith(" < 1000")
     defaults = rules_by_alert(prometheus_rule("prod"))
+    assert defaults["MtStreamGithubRateLimitLow"]["expr"].splitlines()[0].endswith(" < 500")
     assert defaults["MtStreamConnectionsNearLimit"]["expr"].endswith(" / 1000 > 90")
     assert defaults["MtStreamMemoryNearLimit"]["expr"].endswith(f" / {1024 ** 3} > 90")
     assert defaults["MtStreamDeliveryLagHigh"]["expr"].endswith(" > 0.05")
@@ -390,6 +406,20 @@ def test_redis_alerts_apply_because_the_chart_always_configures_redis(sets):
     assert {"MtStreamRedisDisconnected", "MtStreamSourceSilent"} <= set(rules_by_alert(one(objs, "PrometheusRule", "monkeytown-prod-event-stream")))
     proc = helm("template", "monkeytown-prod", CHART, "--set", "redis.enabled=false", "--set", PROMETHEUS_RULE_ON[0])
     assert proc.returncode != 0 and "externalRedis" in proc.stderr
+
+
+@pytest.mark.parametrize("sets,absent", [
+    ((), GITHUB_POLLING_ALERTS),
+    ((f"secret.githubWebhookSecret={'w' * 32}", "secret.githubToken=ghp_alertsTestToken"), GITHUB_POLLING_ALERTS),
+    (("eventStream.github.repos={Monkeytown/web}",), ("MtStreamGithubRateLimitLow",)),
+    (("eventStream.github.repos={Monkeytown/web,acme}", "secret.githubToken=ghp_alertsTestToken"), ()),
+    (("eventStream.github.repos={acme}", "secret.existingSecret=monkeytown-creds"), ()),
+], ids=["no-github", "webhook-and-token-without-repos", "repos-without-token", "repos-and-token", "repos-and-existing-secret"])
+def test_github_poller_alerts_ship_only_when_the_release_polls(sets, absent):
+    """Without eventStream.github.repos no pod polls (mt_stream_github_poller_leader is 0 everywhere), so the poller's alerts are left out, the webhook alert stays (its counter cannot rise while the route is off); without a token (secret.githubToken or secret.existingSecret) MtStreamGithubRateLimitLow is left out: unauthenticated, the limit is 60 an hour."""
+    alerts = set(rules_by_alert(prometheus_rule("prod", *sets, github=False)))
+    assert alerts == set(ALERTS) - set(absent), set(ALERTS) ^ alerts
+    assert "MtStreamGithubWebhookRefused" in alerts
 
 
 # --- PrometheusRule: promtool -------------------------------------------------------------------
@@ -579,6 +609,7 @@ BAD_MONITORING_VALUES = {
     "percent above 100": ("eventStream.monitoring.prometheusRule.connectionsPercent=150", "connectionsPercent"),
     "zero lag threshold": ("eventStream.monitoring.prometheusRule.deliveryLagP99Ms=0", "deliveryLagP99Ms"),
     "lag in seconds": ("eventStream.monitoring.prometheusRule.deliveryLagP99Seconds=1", "deliveryLagP99Seconds"),
+    "zero rate-limit threshold": ("eventStream.monitoring.prometheusRule.githubRateLimitRemaining=0", "githubRateLimitRemaining"),
     "runbook base with an anchor": ("eventStream.monitoring.runbookBaseUrl=https://example.com/ops.md#x", "runbookBaseUrl"),
     "runbook base not a URL": ("eventStream.monitoring.runbookBaseUrl=docs/operations.md", "runbookBaseUrl"),
 }
