@@ -1230,3 +1230,28 @@ def test_workflow_lints_renders_then_deploys_each_environment():
         for step in job["steps"]:
             if "uses" in step:
                 assert re.search(r"@v\d+\.\d+\.\d+$", step["uses"]), f"unpinned action {step['uses']}"
+
+
+def test_large_numbers_from_a_values_file_render_as_digits(tmp_path):
+    """Whole numbers given in a values file (floats to Helm) reach the hub as decimal digits, never in exponent form ("1e+07"), which the hub refuses at start-up."""
+    values = tmp_path / "big.yaml"
+    values.write_text(
+        "eventStream:\n"
+        "  drainSeconds: 1000000\n"
+        "  terminationGracePeriodSeconds: 1100000\n"
+        "  history: {maxEvents: 2000000, maxAgeSeconds: 10000000}\n"
+        "  auth: {keysReloadSeconds: 1000000}\n"
+        "  github: {webhookSilenceSeconds: 1000000, leaseSeconds: 1000000}\n"
+    )
+    proc = helm("template", "monkeytown-prod", CHART, "-n", "monkeytown-prod", "-f", values_file("prod"), "-f", values,
+                "--show-only", "templates/configmap-event-stream.yaml")
+    assert proc.returncode == 0, proc.stderr
+    data = yaml.safe_load(proc.stdout)["data"]
+    assert data["MT_HISTORY_MAX_EVENTS"] == "2000000"
+    assert data["MT_HISTORY_MAX_AGE_SECONDS"] == "10000000"
+    assert data["MT_DRAIN_SECONDS"] == "1000000"
+    assert data["MT_AUTH_KEYS_RELOAD_SECONDS"] == "1000000"
+    assert data["MT_GITHUB_WEBHOOK_SILENCE_SECONDS"] == data["MT_GITHUB_LEASE_SECONDS"] == "1000000"
+    for name, value in data.items():
+        if name.startswith("MT_") and value and value[0].isdigit():
+            assert "e+" not in value, f"{name}={value}"
