@@ -111,6 +111,28 @@ def _render_text(env: str | None, sets: tuple[str, ...], show_only: str | None, 
     return helm(*args, check=True).stdout
 
 
+def schema_node(value: str) -> dict:
+    """values.schema.json's node for a dotted value name (eventStream.auth.audience)."""
+    node = json.loads((CHART / "values.schema.json").read_text())
+    for key in value.split("."):
+        node = node["properties"][key]
+    return node
+
+
+def values_comment(value: str) -> str:
+    """The comment lines right above a dotted value's key in values.yaml (the key looked up inside its parents' blocks)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    *parents, key = value.split(".")
+    start = 0
+    for parent in parents:
+        start = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(f"{parent}:"))
+    index = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(f"{key}:"))
+    comment = []
+    while lines[index - 1 - len(comment)].strip().startswith("#"):
+        comment.append(lines[index - 1 - len(comment)])
+    return " ".join(comment)
+
+
 def validate_configs(tmp_path: Path, version: str, configs) -> None:
     """Renders each (environment, --set values) configuration and asserts kubernetes-validate --strict passes every object of them for `version`."""
     files, objects = [], 0

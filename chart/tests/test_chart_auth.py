@@ -33,7 +33,9 @@ from test_chart import (
     one,
     pod_spec,
     render,
+    schema_node,
     set_literal,
+    values_comment,
     values_file,
 )
 
@@ -269,14 +271,5 @@ AUTH_VALUE_VARIABLES = {
 @pytest.mark.parametrize("value,variable", sorted(AUTH_VALUE_VARIABLES.items()))
 def test_each_auth_value_names_its_variable(value, variable):
     """Each token value's schema description names its variable in backticks, and values.yaml documents it (a comment naming the variable)."""
-    node = json.loads((CHART / "values.schema.json").read_text())
-    for key in value.split("."):
-        node = node["properties"][key]
-    assert f"`{variable}`" in node["description"]
-    lines = (CHART / "values.yaml").read_text().splitlines()
-    key = value.split(".")[-1]
-    index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{key}:"))
-    comment = []
-    while lines[index - 1 - len(comment)].strip().startswith("#"):
-        comment.append(lines[index - 1 - len(comment)])
-    assert variable in " ".join(comment), f"values.yaml's comment on {value} does not name {variable}"
+    assert f"`{variable}`" in schema_node(value)["description"]
+    assert variable in values_comment(value), f"values.yaml's comment on {value} does not name {variable}"

@@ -14,7 +14,6 @@ Run: bash scripts/install-test-tools.sh && .tools/venv/bin/pytest chart/tests
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
 import yaml
@@ -35,7 +34,9 @@ from test_chart import (
     one,
     render,
     run,
+    schema_node,
     validate_configs,
+    values_comment,
     values_file,
 )
 from test_chart_auth import _documented_default
@@ -349,23 +350,9 @@ GITHUB_VALUE_VARIABLES = {
 @pytest.mark.parametrize("value,variable", sorted(GITHUB_VALUE_VARIABLES.items()))
 def test_each_github_value_names_its_variable(value, variable):
     """Each GitHub value's schema description names its variable in backticks, values.yaml's comment on it names the variable, and docs/chart.md names the value and the variable."""
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    node = schema
-    for key in value.split("."):
-        node = node["properties"][key]
-    assert f"`{variable}`" in node["description"]
-    lines = (CHART / "values.yaml").read_text().splitlines()
-    parents, key = value.split(".")[:-1], value.split(".")[-1]
-    # The key's line inside its parents' block (keys such as `repos` are unique under github).
-    start = 0
-    for parent in parents:
-        start = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(f"{parent}:"))
-    index = next(i for i in range(start, len(lines)) if lines[i].strip().startswith(f"{key}:"))
-    comment = []
-    while lines[index - 1 - len(comment)].strip().startswith("#"):
-        comment.append(lines[index - 1 - len(comment)])
-    assert variable in " ".join(comment), f"values.yaml's comment on {value} does not name {variable}"
-    existing = schema["properties"]["secret"]["properties"]["existingSecret"]["description"]
+    assert f"`{variable}`" in schema_node(value)["description"]
+    assert variable in values_comment(value), f"values.yaml's comment on {value} does not name {variable}"
+    existing = schema_node("secret.existingSecret")["description"]
     assert "github-webhook-secret (`MT_GITHUB_WEBHOOK_SECRET`)" in existing
     doc = CHART_DOC.read_text()
     assert f"`{value}`" in doc and f"`{variable}`" in doc

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::settings::valid_name;
 use crate::protocol::ChannelName;
 
 /// Longest title kept, in characters.
@@ -258,12 +259,8 @@ impl Activity {
     /// (lower case; a name over the channel-name limit gives no channel).
     pub fn channels(&self) -> Vec<ChannelName> {
         let Some((owner, name)) = self.repo.split_once('/') else { return Vec::new() };
-        // GitHub's names are [A-Za-z0-9._-]; anything else (a ':' would forge a kind's channel)
-        // gets no channel.
-        let valid = |part: &str| {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        };
-        if !valid(owner) || !valid(name) {
+        // A name GitHub would not give (a ':' would forge a kind's channel) gets no channel.
+        if !valid_name(owner) || !valid_name(name) {
             return Vec::new();
         }
         let base = format!("github:{owner}.{name}").to_ascii_lowercase();

@@ -28,18 +28,13 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::event_id::EventId;
+use crate::event_id::{now_ms, EventId};
 use crate::server::App;
 use crate::source::{PublishError, PublishOnce, Source};
 use event::Activity;
 use metrics::GithubMetrics;
 use settings::GithubSettings;
 use store::Store;
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// What publishing one GitHub event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +94,12 @@ impl Github {
             self.metrics.published(activity.via);
         }
         Ok(outcome)
+    }
+
+    /// Whether a webhook that last delivered at `last_ms` still counts as delivering (within
+    /// `MT_GITHUB_WEBHOOK_SILENCE_SECONDS`): its repository is then not polled.
+    pub fn webhook_active(&self, last_ms: u64) -> bool {
+        now_ms().saturating_sub(last_ms) < self.settings.webhook_silence.as_millis() as u64
     }
 
     /// Notes a webhook delivery for the repository `full_name` (pauses its polling).

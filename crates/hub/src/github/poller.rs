@@ -24,7 +24,8 @@ use super::api::{Api, Page};
 use super::event::{epoch_ms, Activity, ApiEvent};
 use super::settings::PollTarget;
 use super::store::Cursor;
-use super::{now_ms, Github, Outcome};
+use super::{Github, Outcome};
+use crate::event_id::now_ms;
 use crate::lock::lock;
 use crate::server::App;
 
@@ -154,7 +155,7 @@ impl Poller {
         let github = Arc::clone(&self.ctx.github);
         if let Some(repo) = self.target.repo() {
             if let Ok(Some(at)) = github.store.last_webhook(&repo).await {
-                if now_ms().saturating_sub(at) < github.settings.webhook_silence.as_millis() as u64 {
+                if github.webhook_active(at) {
                     self.set_health(Health::WebhookActive, "");
                     return self.interval;
                 }
@@ -303,8 +304,7 @@ impl Poller {
             }
         };
         let Some(last) = last else { return false };
-        let silence = self.ctx.github.settings.webhook_silence.as_millis() as u64;
         let created = event.created_at.as_deref().and_then(epoch_ms);
-        now_ms().saturating_sub(last) < silence || created.is_none_or(|created| created <= last)
+        self.ctx.github.webhook_active(last) || created.is_none_or(|created| created <= last)
     }
 }

@@ -156,7 +156,8 @@ impl PollTarget {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A GitHub owner or repository name as GitHub allows them: 1–100 bytes of `[A-Za-z0-9._-]`.
+pub fn valid_name(name: &str) -> bool {
     (1..=100).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && name != "."

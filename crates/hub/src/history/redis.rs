@@ -39,6 +39,16 @@ async fn timed<T>(future: impl std::future::Future<Output = Result<T, fred::erro
     }
 }
 
+/// ARGV of `publish.lua`: payload, events kept, age limit in ms, and `spublish` or `publish`.
+pub fn publish_args(payload: Bytes, limits: &HistoryLimits, sharded: bool) -> Vec<Value> {
+    vec![
+        Value::Bytes(payload),
+        Value::Integer(limits.max_events.min(i64::MAX as u64) as i64),
+        Value::Integer(limits.max_age.as_millis().min(i64::MAX as u128) as i64),
+        Value::String(if sharded { "spublish" } else { "publish" }.into()),
+    ]
+}
+
 /// Appends to the stream `key` and publishes on the channel `key`, in one step; returns the id.
 /// `sharded`: SPUBLISH (Redis Cluster: the stream and the channel share `key`'s slot), else
 /// PUBLISH.
@@ -49,15 +59,8 @@ pub async fn publish(
     limits: &HistoryLimits,
     sharded: bool,
 ) -> Result<EventId, HistoryError> {
-    let mut args: Vec<Value> = vec![
-        Value::Bytes(payload),
-        Value::Integer(limits.max_events.min(i64::MAX as u64) as i64),
-        Value::Integer(limits.max_age.as_millis().min(i64::MAX as u128) as i64),
-    ];
-    if sharded {
-        args.push(Value::String("spublish".into()));
-    }
-    let id: String = timed(publish_script().evalsha_with_reload(client, key, args)).await?;
+    let id: String =
+        timed(publish_script().evalsha_with_reload(client, key, publish_args(payload, limits, sharded))).await?;
     id.parse().map_err(|e: crate::event_id::BadEventId| HistoryError::Reply(e.to_string()))
 }
 

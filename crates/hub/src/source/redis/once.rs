@@ -14,7 +14,7 @@ use fred::prelude::*;
 use fred::types::scripts::Script;
 
 use super::{RedisSource, COMMAND_TIMEOUT};
-use crate::history::redis::PUBLISH_SCRIPT;
+use crate::history::redis::{publish_args, PUBLISH_SCRIPT};
 use crate::protocol::ChannelName;
 use crate::source::{PublishError, PublishOnce};
 
@@ -53,13 +53,8 @@ impl RedisSource {
         let remember_ms = Value::Integer(remember.as_millis().min(i64::MAX as u128) as i64);
         let keys = vec![key, marker];
         let call = if policies.keeps_history(channel) {
-            let args: Vec<Value> = vec![
-                Value::Bytes(payload),
-                Value::Integer(policies.limits.max_events.min(i64::MAX as u64) as i64),
-                Value::Integer(policies.limits.max_age.as_millis().min(i64::MAX as u128) as i64),
-                Value::String(if sharded { "spublish" } else { "publish" }.into()),
-                remember_ms,
-            ];
+            let mut args = publish_args(payload, &policies.limits, sharded);
+            args.push(remember_ms);
             history_once().evalsha_with_reload::<Value, _, _>(&client, keys, args)
         } else {
             let command = if sharded { "SPUBLISH" } else { "PUBLISH" };
